@@ -1,0 +1,388 @@
+"""The hub: owns the registry, bus, MQTT link, command router, storage and plug-ins."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hub.bus import EventBus
+from hub.commands import CommandRouter
+from hub.events import (
+    CommandConfirmed,
+    CommandFailed,
+    CommandIssued,
+    DeviceAvailability,
+    DeviceRegistered,
+    DeviceRemoved,
+    PayloadRejected,
+    StateChanged,
+)
+from hub.model import (
+    Area,
+    Context,
+    Device,
+    Entity,
+    Group,
+    InvalidValue,
+    Origin,
+    Registry,
+    State,
+    coerce_attributes,
+    coerce_value,
+)
+
+if TYPE_CHECKING:
+    from hub.broker import EmbeddedBroker
+    from hub.config import HubConfig
+    from hub.mqtt import MqttLink
+    from hub.plugins import PluginManager
+    from hub.storage import Storage
+
+_LOGGER = logging.getLogger(__name__)
+
+# At most this many log lines per rejection reason and minute: a flooding device must not
+# flood the log too. Every rejection is still counted.
+_REJECT_LOG_BURST = 5
+
+
+@dataclass(slots=True)
+class HubStats:
+    """Counters reported on ``<base>/stats`` and by `hub bench`."""
+
+    reports: int = 0
+    state_changes: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+
+
+class Hub:
+    """The running hub. Adapters and front-ends reach it through ``hub.api.PluginContext``."""
+
+    def __init__(self, config: HubConfig, *, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.registry = Registry()
+        self.bus = EventBus()
+        self.commands = CommandRouter(
+            self.registry, self.bus, timeout=config.hub.command_timeout
+        )
+        self.stats = HubStats()
+        self.mqtt: MqttLink | None = None
+        self.storage: Storage | None = None
+        self.broker: EmbeddedBroker | None = None
+        self.plugins: PluginManager | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._reject_log: dict[str, tuple[float, int]] = {}
+        self._stopped = asyncio.Event()
+        self._undo: list[Any] = []
+        self.started = False
+
+    @property
+    def base_topic(self) -> str:
+        """The base topic the normalized model is mirrored under."""
+        return self.config.hub.base_topic
+
+    # ----- state ------------------------------------------------------------------------------
+
+    def validate_report(
+        self, entity: Entity, value: Any, attributes: Mapping[str, Any] | None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Return the report normalised for ``entity``; raise InvalidValue saying what is wrong."""
+        if value is None:
+            current = self.registry.states.get(entity.id)
+            if current is None:
+                raise InvalidValue(f"{entity.id}: a first report must carry a state")
+            normalised = current.value
+        else:
+            normalised = coerce_value(entity.kind, value)
+        return normalised, coerce_attributes(attributes) if attributes else {}
+
+    def apply_state(
+        self,
+        entity: Entity,
+        value: Any,
+        attributes: Mapping[str, Any],
+        *,
+        context: Context | None = None,
+        now: float | None = None,
+    ) -> StateChanged:
+        """Store an already validated report and announce it. The ingest hot path."""
+        now = time.time() if now is None else now
+        entity_id = entity.id
+        states = self.registry.states
+        old = states.get(entity_id)
+        cause = self.commands.on_report(entity_id, value, attributes) if self.commands.has_pending(entity_id) else None
+        if old is None:
+            merged: Mapping[str, Any] = attributes
+            changed = True
+        else:
+            merged = {**old.attributes, **attributes} if attributes else old.attributes
+            changed = old.value != value
+        if context is None:
+            if cause is not None:
+                context = Context(Origin.DEVICE, entity.device_id, parent=cause)
+            elif changed or old is None:
+                context = Context(Origin.DEVICE, entity.device_id)
+            else:
+                context = old.context  # the value's cause is unchanged
+        new = State(
+            entity_id,
+            value,
+            merged,
+            now if changed or old is None else old.last_changed,
+            now,
+            context,
+        )
+        states[entity_id] = new
+        self.stats.reports += 1
+        if changed:
+            self.stats.state_changes += 1
+        event = StateChanged(entity_id, entity.device_id, old, new)
+        self.bus.publish(event)
+        return event
+
+    def report_state(
+        self,
+        entity_id: str,
+        value: Any,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        context: Context | None = None,
+    ) -> StateChanged:
+        """Validate and store one entity's report (raises KeyError / InvalidValue)."""
+        entity = self.registry.entities.get(entity_id)
+        if entity is None:
+            raise KeyError(f"unknown entity {entity_id!r}")
+        value, attrs = self.validate_report(entity, value, attributes)
+        return self.apply_state(entity, value, attrs, context=context)
+
+    def reject(self, topic: str, reason: str, *, kind: str = "malformed") -> None:
+        """Count and log (rate limited) an inbound message that was ignored."""
+        stats = self.stats
+        stats.rejected += 1
+        stats.rejected_by_reason[kind] = stats.rejected_by_reason.get(kind, 0) + 1
+        now = time.monotonic()
+        window_start, count = self._reject_log.get(kind, (now, 0))
+        if now - window_start > 60:
+            window_start, count = now, 0
+        if count < _REJECT_LOG_BURST:
+            _LOGGER.warning("ignored message on %s: %s", topic[:200], reason[:300])
+        elif count == _REJECT_LOG_BURST:
+            _LOGGER.warning("more %s messages ignored; logging again in a minute", kind)
+        self._reject_log[kind] = (window_start, count + 1)
+        if self.bus.has_listeners(PayloadRejected):
+            self.bus.publish(PayloadRejected(topic[:200], reason[:300]))
+
+    # ----- registry --------------------------------------------------------------------------
+
+    def register_device(self, device: Device, entities: Sequence[Entity]) -> bool:
+        """Add or update a device with its entities; return True if anything changed.
+
+        Entities the device no longer lists are removed with their states; the states of the
+        others are kept.
+        """
+        registry = self.registry
+        previous = registry.devices.get(device.id)
+        new_ids = [entity.id for entity in entities]
+        if previous is not None:
+            if previous.owner != device.owner:
+                _LOGGER.warning(
+                    "device %s is now announced by %s (was %s)", device.id, device.owner, previous.owner
+                )
+            device.available = previous.available
+            same = (
+                previous.to_dict() == device.to_dict()
+                and all(registry.entities.get(e.id) == e for e in entities)
+            )
+            if same:
+                return False
+            for old_id in previous.entity_ids:
+                if old_id not in new_ids:
+                    registry.entities.pop(old_id, None)
+                    registry.states.pop(old_id, None)
+        device.entity_ids = new_ids
+        registry.devices[device.id] = device
+        for entity in entities:
+            registry.entities[entity.id] = entity
+        if self.storage is not None:
+            self.spawn(self.storage.save_device(device, list(entities)), name=f"save {device.id}")
+        self.bus.publish(DeviceRegistered(device.id))
+        return True
+
+    def remove_device(self, device_id: str) -> None:
+        """Forget a device, its entities and states."""
+        device = self.registry.devices.pop(device_id, None)
+        if device is None:
+            return
+        for entity_id in device.entity_ids:
+            self.registry.entities.pop(entity_id, None)
+            self.registry.states.pop(entity_id, None)
+        if self.storage is not None:
+            self.spawn(self.storage.remove_device(device_id), name=f"remove {device_id}")
+        self.bus.publish(DeviceRemoved(device_id))
+
+    def set_available(self, device_id: str, available: bool) -> None:
+        """Mark a device online or offline; resend its unconfirmed commands when it returns."""
+        device = self.registry.devices.get(device_id)
+        if device is None or device.available == available:
+            return
+        device.available = available
+        self.bus.publish(DeviceAvailability(device_id, available))
+        if available:
+            resent = self.commands.resend(device_id)
+            if resent:
+                _LOGGER.info("%s is back; sent %d unconfirmed command(s) again", device_id, resent)
+
+    def _apply_configured_areas_and_groups(self) -> None:
+        for area in self.config.areas:
+            self.registry.areas[area.id] = Area(area.id, area.name)
+        for group in self.config.groups:
+            self.registry.groups[group.id] = Group(
+                group.id, group.name, list(group.members), group.aggregate
+            )
+
+    # ----- tasks -----------------------------------------------------------------------------
+
+    def spawn(self, awaitable: Awaitable[Any], *, name: str) -> asyncio.Task[Any]:
+        """Run ``awaitable`` in the background; its failure is logged, never lost silently."""
+
+        async def guarded() -> Any:
+            try:
+                return await awaitable
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _LOGGER.exception("background task %r failed", name)
+                return None
+
+        task = asyncio.get_running_loop().create_task(guarded(), name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # ----- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, *, start_plugins: bool = True) -> None:
+        """Open storage, connect to (or start) the broker, subscribe, and start plug-ins."""
+        from hub.mirror import Mirror
+        from hub.mqtt import MqttLink
+        from hub.native import NativeDialect
+        from hub.storage import Storage
+
+        config = self.config
+        self.storage = Storage(config.database.url, flush_interval=config.database.flush_interval)
+        await self.storage.start()
+        await self.storage.load_into(self.registry)
+        for device in self.registry.devices.values():
+            device.available = False  # until the device says otherwise on this run
+        self._apply_configured_areas_and_groups()
+        self._undo.append(self.bus.subscribe(StateChanged, self._persist_state, owner="storage"))
+        for event_type in (CommandIssued, CommandConfirmed, CommandFailed):
+            self._undo.append(self.bus.subscribe(event_type, self._audit_command, owner="audit"))
+
+        url = config.mqtt.url
+        if url is None:
+            from hub.broker import make_embedded_broker
+
+            self.broker = make_embedded_broker()
+            await self.broker.start()
+            url = self.broker.url
+            _LOGGER.info("no broker configured; started %s", self.broker.describe())
+        status_topic = f"{self.base_topic}/status"
+        self.mqtt = MqttLink(
+            url,
+            client_id=config.mqtt.client_id,
+            username=config.mqtt.username,
+            password=config.mqtt.password,
+            keepalive=config.mqtt.keepalive,
+            protocol=config.mqtt.protocol,
+            session_expiry=config.mqtt.session_expiry,
+            will=(status_topic, b"offline"),
+            tls_ca=config.mqtt.tls_ca,
+        )
+        native = NativeDialect(self, prefix=config.hub.device_topic)
+        self._undo.append(self.commands.register_dialect(NativeDialect.OWNER, native))
+        native.attach(self.mqtt)
+        self.mirror = Mirror(self, self.mqtt)
+        self.mirror.attach()
+        self.mqtt.on_connect(self._on_reconnect)
+        await self.mqtt.start()
+        if start_plugins:
+            from hub.plugins import PluginManager
+
+            self.plugins = PluginManager(self)
+            await self.plugins.start_all()
+        self.started = True
+
+    def _on_reconnect(self) -> None:
+        resent = self.commands.resend()
+        if resent:
+            _LOGGER.info("broker connection back; sent %d unconfirmed command(s) again", resent)
+
+    def _persist_state(self, event: StateChanged) -> None:
+        if self.storage is not None:
+            self.storage.queue_state(event.new)
+
+    def _audit_command(self, event: CommandIssued | CommandConfirmed | CommandFailed) -> None:
+        if self.storage is None:
+            return
+        from hub.storage import AuditEntry
+
+        if isinstance(event, CommandIssued):
+            action, params, result, detail = event.action, event.params, "issued", ""
+        elif isinstance(event, CommandConfirmed):
+            action, params, result = "", {}, "confirmed"
+            detail = f"{(event.confirmed_at - event.issued_at) * 1000:.1f} ms"
+        else:
+            action, params, result, detail = "", {}, "failed", event.reason
+        self.storage.queue_audit(
+            AuditEntry(
+                ts=time.time(),
+                kind="command",
+                target=event.entity_id,
+                action=action,
+                params=params,
+                context=event.context,
+                result=result,
+                detail=detail,
+                command_id=event.command_id,
+            )
+        )
+
+    async def stop(self) -> None:
+        """Stop plug-ins, say goodbye on MQTT, flush storage and stop an embedded broker."""
+        if self.plugins is not None:
+            await self.plugins.stop_all()
+        self.commands.cancel_all("the hub is shutting down")
+        if self.mqtt is not None:
+            mirror = getattr(self, "mirror", None)
+            if mirror is not None:
+                await mirror.goodbye()
+            await self.mqtt.stop()
+        for task in list(self._background):
+            # Pending device saves must land: wait for them rather than cancel.
+            await asyncio.wait({task}, timeout=5)
+        await self.bus.drain()
+        if self.storage is not None:
+            await self.storage.close()
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
+        if self.broker is not None:
+            await self.broker.stop()
+        self.started = False
+        self._stopped.set()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run_until_stopped` to return (signal handlers call this)."""
+        self._stopped.set()
+
+    async def run_until_stopped(self) -> None:
+        """Wait until :meth:`request_stop` is called."""
+        await self._stopped.wait()

@@ -1,0 +1,417 @@
+"""The device model: contexts, states, entities, devices, areas, groups and the registry."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+ENTITY_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}\.[a-z0-9][a-z0-9_\-]{0,63}$")
+
+
+class InvalidValue(ValueError):
+    """A reported value does not fit the entity it is reported for."""
+
+
+def check_id(value: str, what: str = "id") -> str:
+    """Return ``value`` if it is a valid object id, else raise ValueError saying why."""
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        raise ValueError(
+            f"invalid {what} {value!r}: use 1-64 lowercase letters, digits, '_' or '-'"
+        )
+    return value
+
+
+# Context ids only need to be unique within one hub's history; a process prefix and a
+# counter are several times cheaper than uuid4 on the ingest hot path.
+_CONTEXT_PREFIX = f"{int(time.time()):x}{os.getpid() & 0xFFFF:04x}"
+_context_counter = itertools.count(1)
+
+
+def new_context_id() -> str:
+    """Return a new context id, unique within this hub."""
+    return f"{_CONTEXT_PREFIX}-{next(_context_counter):x}"
+
+
+class Origin(StrEnum):
+    """Who or what a context stands for."""
+
+    DEVICE = "device"
+    PERSON = "person"
+    RULE = "rule"
+    SCENE = "scene"
+    HUB = "hub"
+    PLUGIN = "plugin"
+    CLI = "cli"
+    MQTT = "mqtt"
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Who or what caused a change, chained to the context that caused that."""
+
+    origin: Origin
+    source: str
+    via: str | None = None
+    parent: Context | None = None
+    id: str = field(default_factory=new_context_id)
+    created: float = field(default_factory=time.time)
+
+    def child(self, origin: Origin, source: str, via: str | None = None) -> Context:
+        """Return a new context caused by this one."""
+        return Context(origin=origin, source=source, via=via, parent=self)
+
+    def chain(self) -> list[Context]:
+        """Return this context followed by its ancestors, nearest first."""
+        out: list[Context] = []
+        node: Context | None = self
+        while node is not None:
+            out.append(node)
+            node = node.parent
+        return out
+
+    def describe(self) -> str:
+        """Return a one-line human description, e.g. ``person alice via discord``."""
+        text = f"{self.origin.value} {self.source}"
+        return f"{text} via {self.via}" if self.via else text
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready form, parents nested."""
+        return {
+            "id": self.id,
+            "origin": self.origin.value,
+            "source": self.source,
+            "via": self.via,
+            "created": self.created,
+            "parent": self.parent.to_dict() if self.parent else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Context:
+        """Rebuild a context from :meth:`to_dict` output."""
+        parent = data.get("parent")
+        return cls(
+            origin=Origin(data["origin"]),
+            source=str(data["source"]),
+            via=data.get("via"),
+            parent=cls.from_dict(parent) if parent else None,
+            id=str(data["id"]),
+            created=float(data.get("created", 0.0)),
+        )
+
+
+class EntityKind(StrEnum):
+    """The capabilities an entity can have."""
+
+    SWITCH = "switch"
+    LIGHT = "light"
+    SENSOR = "sensor"
+    BINARY_SENSOR = "binary_sensor"
+    COVER = "cover"
+    CLIMATE = "climate"
+    LOCK = "lock"
+    ENERGY_METER = "energy_meter"
+    BUTTON = "button"
+
+
+ON_OFF = frozenset({"on", "off"})
+COVER_STATES = frozenset({"open", "closed", "opening", "closing", "stopped"})
+LOCK_STATES = frozenset({"locked", "unlocked", "locking", "unlocking", "jammed"})
+CLIMATE_MODES = frozenset({"off", "heat", "cool", "auto", "dry", "fan_only"})
+_TRUE_WORDS = frozenset({"on", "true", "1", "yes", "open", "detected", "wet"})
+_FALSE_WORDS = frozenset({"off", "false", "0", "no", "closed", "clear", "dry"})
+
+# Attributes whose values must be numbers when present; anything else is rejected so that a
+# malformed payload can never turn a brightness into a string.
+NUMERIC_ATTRIBUTES = frozenset(
+    {
+        "brightness",
+        "color_temp",
+        "position",
+        "current_temperature",
+        "target_temperature",
+        "humidity",
+        "power",
+        "voltage",
+        "current",
+        "linkquality",
+        "battery",
+    }
+)
+
+
+def _on_off(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, str):
+        word = value.lower()
+        if word in _TRUE_WORDS:
+            return "on"
+        if word in _FALSE_WORDS:
+            return "off"
+    raise InvalidValue(f"expected 'on' or 'off', got {value!r}")
+
+
+def _number(value: Any) -> float:
+    # bool is an int subclass; a sensor that says True is broken, not 1.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidValue(f"expected a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidValue(f"expected a finite number, got {value!r}")
+    return number
+
+
+def _one_of(value: Any, allowed: frozenset[str]) -> str:
+    if isinstance(value, str) and value.lower() in allowed:
+        return value.lower()
+    raise InvalidValue(f"expected one of {', '.join(sorted(allowed))}, got {value!r}")
+
+
+def coerce_value(kind: EntityKind, value: Any) -> Any:
+    """Return ``value`` normalised for an entity of ``kind``; raise InvalidValue if it cannot be."""
+    if kind in (EntityKind.SWITCH, EntityKind.LIGHT, EntityKind.BINARY_SENSOR):
+        return _on_off(value)
+    if kind in (EntityKind.SENSOR, EntityKind.ENERGY_METER):
+        if kind is EntityKind.SENSOR and isinstance(value, str) and len(value) <= 255:
+            return value  # enum-like sensors ("idle", "charging") are legitimate
+        return _number(value)
+    if kind is EntityKind.COVER:
+        return _one_of(value, COVER_STATES)
+    if kind is EntityKind.LOCK:
+        return _one_of(value, LOCK_STATES)
+    if kind is EntityKind.CLIMATE:
+        return _one_of(value, CLIMATE_MODES)
+    if kind is EntityKind.BUTTON:
+        if isinstance(value, str) and len(value) <= 64:
+            return value  # the last press event, e.g. "single" or "double"
+        raise InvalidValue(f"expected a press event name, got {value!r}")
+    raise InvalidValue(f"unknown entity kind {kind!r}")  # pragma: no cover
+
+
+def coerce_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """Return attributes with numeric ones checked; raise InvalidValue on a bad one."""
+    out: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if not isinstance(key, str) or len(key) > 64:
+            raise InvalidValue(f"invalid attribute name {key!r}")
+        if key in NUMERIC_ATTRIBUTES:
+            try:
+                out[key] = _number(value)
+            except InvalidValue as exc:
+                raise InvalidValue(f"attribute {key!r}: {exc}") from None
+        elif value is None or isinstance(value, str | int | float | bool | list | dict):
+            out[key] = value
+        else:
+            raise InvalidValue(f"attribute {key!r}: unsupported value {value!r}")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """An entity's state: value, attributes, when it changed and who caused it."""
+
+    entity_id: str
+    value: Any
+    attributes: Mapping[str, Any]
+    last_changed: float
+    last_updated: float
+    context: Context
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready form."""
+        return {
+            "entity_id": self.entity_id,
+            "state": self.value,
+            "attributes": dict(self.attributes),
+            "last_changed": self.last_changed,
+            "last_updated": self.last_updated,
+            "context": self.context.to_dict(),
+        }
+
+
+@dataclass(slots=True)
+class Entity:
+    """One capability of a device."""
+
+    id: str
+    device_id: str
+    key: str
+    kind: EntityKind
+    name: str
+    unit: str | None = None
+    device_class: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready form."""
+        return {
+            "id": self.id,
+            "device_id": self.device_id,
+            "key": self.key,
+            "kind": self.kind.value,
+            "name": self.name,
+            "unit": self.unit,
+            "device_class": self.device_class,
+            "options": dict(self.options),
+        }
+
+
+@dataclass(slots=True)
+class Device:
+    """A physical or logical device, owned by the adapter (dialect) that speaks to it."""
+
+    id: str
+    name: str
+    owner: str
+    area: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    firmware: str | None = None
+    via: str | None = None
+    identities: dict[str, str] = field(default_factory=dict)
+    entity_ids: list[str] = field(default_factory=list)
+    available: bool = False
+    # Where the owning adapter keeps whatever it needs to reach the device (topics, addresses).
+    native: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready form."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "owner": self.owner,
+            "area": self.area,
+            "manufacturer": self.manufacturer,
+            "model": self.model,
+            "firmware": self.firmware,
+            "via": self.via,
+            "identities": dict(self.identities),
+            "entities": list(self.entity_ids),
+            "available": self.available,
+            "native": dict(self.native),
+        }
+
+
+@dataclass(slots=True)
+class Area:
+    """A room or zone."""
+
+    id: str
+    name: str
+
+
+class Aggregate(StrEnum):
+    """How a group's state is computed from its members."""
+
+    ANY = "any"
+    ALL = "all"
+    AVERAGE = "average"
+    SUM = "sum"
+    MIN = "min"
+    MAX = "max"
+
+
+@dataclass(slots=True)
+class Group:
+    """A named set of entities that commands fan out to and whose states aggregate."""
+
+    id: str
+    name: str
+    members: list[str] = field(default_factory=list)
+    aggregate: Aggregate = Aggregate.ANY
+
+    def aggregate_value(self, values: Iterable[Any]) -> Any:
+        """Return the group's value from its members' values (unknown members skipped)."""
+        present = [v for v in values if v is not None]
+        if self.aggregate in (Aggregate.ANY, Aggregate.ALL):
+            flags = [v == "on" for v in present]
+            if not flags:
+                return None
+            hit = any(flags) if self.aggregate is Aggregate.ANY else all(flags)
+            return "on" if hit else "off"
+        numbers = [float(v) for v in present if isinstance(v, int | float)]
+        if not numbers:
+            return None
+        if self.aggregate is Aggregate.AVERAGE:
+            return sum(numbers) / len(numbers)
+        if self.aggregate is Aggregate.SUM:
+            return sum(numbers)
+        return min(numbers) if self.aggregate is Aggregate.MIN else max(numbers)
+
+
+class UnknownTarget(LookupError):
+    """A command or query named something the registry does not have."""
+
+
+class Registry:
+    """The in-memory registry of areas, devices, entities, groups and current states.
+
+    Only the event-loop thread touches it, so it needs no locks.
+    """
+
+    def __init__(self) -> None:
+        self.areas: dict[str, Area] = {}
+        self.devices: dict[str, Device] = {}
+        self.entities: dict[str, Entity] = {}
+        self.groups: dict[str, Group] = {}
+        self.states: dict[str, State] = {}
+
+    def entities_of(self, device_id: str) -> Iterator[Entity]:
+        """Yield the entities of a device."""
+        device = self.devices.get(device_id)
+        if device is None:
+            return
+        for entity_id in device.entity_ids:
+            entity = self.entities.get(entity_id)
+            if entity is not None:
+                yield entity
+
+    def resolve(self, target: str) -> list[Entity]:
+        """Return the entities a target names: an entity, device, group or area id.
+
+        A target may be prefixed (``entity:``, ``device:``, ``group:``, ``area:``) to say
+        which; unprefixed, the first kind that has the id wins in that order.
+        """
+        kind, _, name = target.partition(":") if ":" in target else ("", "", target)
+        if kind in ("", "entity") and name in self.entities:
+            return [self.entities[name]]
+        if kind in ("", "device") and name in self.devices:
+            return list(self.entities_of(name))
+        if kind in ("", "group") and name in self.groups:
+            seen: dict[str, Entity] = {}
+            for member in self.groups[name].members:
+                # A member may itself be a device, entity or group; guard against cycles.
+                if member == target or member == name:
+                    continue
+                for entity in self.resolve(member):
+                    seen.setdefault(entity.id, entity)
+            return list(seen.values())
+        if kind in ("", "area") and name in self.areas:
+            return [
+                entity
+                for device in self.devices.values()
+                if device.area == name
+                for entity in self.entities_of(device.id)
+            ]
+        if kind not in ("", "entity", "device", "group", "area"):
+            raise UnknownTarget(
+                f"unknown target kind {kind!r} in {target!r}: use entity:, device:, group: or area:"
+            )
+        raise UnknownTarget(f"no entity, device, group or area is called {name!r}")
+
+    def group_state(self, group_id: str) -> Any:
+        """Return a group's aggregated value."""
+        group = self.groups[group_id]
+        values = []
+        for entity in self.resolve(f"group:{group_id}"):
+            state = self.states.get(entity.id)
+            values.append(state.value if state else None)
+        return group.aggregate_value(values)
