@@ -19,10 +19,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 import psutil
 
@@ -42,6 +42,7 @@ LOCALHOST = "127.0.0.1"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 _POLL_INTERVAL = 0.02
+_PROBE_TIMEOUT = 0.5
 _LOG_TAIL_LINES = 12
 _MOSQUITTO_FALLBACK = "/usr/sbin/mosquitto"
 _VERSION_LINE = re.compile(rb"mosquitto version (\S+) (?:starting|running)")
@@ -69,7 +70,7 @@ def mosquitto_binary() -> str | None:
     return None
 
 
-async def _mqtt_ready(host: str, port: int, timeout: float = 0.5) -> bool:
+async def _mqtt_ready(host: str, port: int) -> bool:
     """True when ``host:port`` answers an MQTT 3.1.1 CONNECT with an accepting CONNACK."""
     client_id = f"hub-probe-{uuid.uuid4().hex[:12]}".encode()
     # Variable header: protocol name "MQTT", level 4 (3.1.1), flags: clean session, keepalive 5 s.
@@ -77,7 +78,7 @@ async def _mqtt_ready(host: str, port: int, timeout: float = 0.5) -> bool:
     connect = bytes([0x10, len(body)]) + body
     writer: asyncio.StreamWriter | None = None
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(_PROBE_TIMEOUT):
             reader, writer = await asyncio.open_connection(host, port)
             writer.write(connect)
             await writer.drain()
@@ -104,7 +105,9 @@ class EmbeddedBroker(abc.ABC):
 
     def __init__(self, port: int | None = None) -> None:
         if port is not None and not 0 < port < 65536:
-            raise ValueError(f"broker port {port} is out of range: use 1-65535 or None for a free one")
+            raise ValueError(
+                f"broker port {port} is out of range: use 1-65535 or None for a free one"
+            )
         self.host = LOCALHOST
         self.port = port if port is not None else free_port()
 
@@ -174,6 +177,17 @@ def _end_live_children() -> None:
         _LIVE_CHILDREN.discard(proc)
 
 
+async def _wait_exit(proc: subprocess.Popen[bytes], within: float | None) -> bool:
+    """Poll until ``proc`` exits (reaping it) or ``within`` seconds pass; True if it exited."""
+    deadline = None if within is None else time.monotonic() + within
+    while True:
+        if proc.poll() is not None:
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(_POLL_INTERVAL)
+
+
 def _parent_death_hook() -> Callable[[], None] | None:
     """Return a preexec_fn that makes the child get SIGTERM when its parent dies (Linux only).
 
@@ -197,7 +211,10 @@ def _parent_death_hook() -> Callable[[], None] | None:
     return hook
 
 
-def _run_private_loop(coro: Any) -> Any:
+_T = TypeVar("_T")
+
+
+def _run_private_loop(coro: Coroutine[Any, Any, _T]) -> _T:
     """Run ``coro`` to completion on a new event loop, leaving the thread's current loop alone."""
     loop = asyncio.new_event_loop()
     try:
@@ -346,8 +363,7 @@ class MosquittoBroker(EmbeddedBroker):
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             return False
         return any(
-            c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.port
-            for c in conns
+            c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.port for c in conns
         )
 
     def _tail(self) -> str:
@@ -370,11 +386,9 @@ class MosquittoBroker(EmbeddedBroker):
         if log is None:
             return
         with contextlib.suppress(OSError):
-            match = None
-            for match in _VERSION_LINE.finditer(log.read_bytes()):
-                pass
-            if match is not None:
-                self.version = match.group(1).decode()
+            found = _VERSION_LINE.findall(log.read_bytes())
+            if found:
+                self.version = found[-1].decode()
 
     async def start(self) -> None:
         """Start mosquitto; return once it answers MQTT on its port, else raise BrokerError."""
@@ -414,15 +428,11 @@ class MosquittoBroker(EmbeddedBroker):
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(sig)
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(_POLL_INTERVAL)
-            if proc.poll() is None:
+            if not await _wait_exit(proc, STOP_TIMEOUT):
                 _LOGGER.warning("mosquitto pid %d ignored SIGTERM for 5 s: killing it", proc.pid)
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
-                while proc.poll() is None:
-                    await asyncio.sleep(_POLL_INTERVAL)
+                await _wait_exit(proc, None)
         _LIVE_CHILDREN.discard(proc)
 
     async def _stop_process(self) -> None:
@@ -497,7 +507,9 @@ class AmqttBroker(EmbeddedBroker):
             # amqtt's default listener binds 0.0.0.0; the embedded broker is private.
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
             # Only anonymous auth: the default set adds $SYS and per-packet logging plug-ins.
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
         }
 
     async def start(self) -> None:
@@ -534,9 +546,7 @@ class AmqttBroker(EmbeddedBroker):
             raise BrokerError(f"amqtt did not shut down cleanly: {exc}") from exc
 
 
-def make_embedded_broker(
-    prefer: Literal["auto", "mosquitto", "amqtt"] | str = "auto", port: int | None = None
-) -> EmbeddedBroker:
+def make_embedded_broker(prefer: str = "auto", port: int | None = None) -> EmbeddedBroker:
     """Return an unstarted private broker: Mosquitto when installed ("auto"), else amqtt."""
     if prefer == "auto":
         return MosquittoBroker(port) if mosquitto_binary() else AmqttBroker(port)

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from hub.mqtt import MqttLink
     from hub.plugins import PluginManager
     from hub.storage import Storage
+    from hub.yamlsource import SourceDoc
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -64,9 +65,12 @@ class HubStats:
 class Hub:
     """The running hub. Adapters and front-ends reach it through ``hub.api.PluginContext``."""
 
-    def __init__(self, config: HubConfig, *, config_path: Path | None = None) -> None:
+    def __init__(
+        self, config: HubConfig, *, config_path: Path | None = None, source: SourceDoc | None = None
+    ) -> None:
         self.config = config
         self.config_path = config_path
+        self.source = source  # where each setting was written, for plug-in settings errors
         self.registry = Registry()
         self.bus = EventBus()
         self.commands = CommandRouter(

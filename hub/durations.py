@@ -56,8 +56,7 @@ def _parse_units(text: str, original: str) -> float:
         unit = _UNITS.get(match.group(2))
         if unit is None:
             raise ValueError(
-                f"unknown duration unit {match.group(2)!r} in {original!r}: "
-                "use ms, s, m, h, d or w"
+                f"unknown duration unit {match.group(2)!r} in {original!r}: use ms, s, m, h, d or w"
             )
         if unit in seen:
             raise ValueError(f"duration {original!r} gives the same unit twice")

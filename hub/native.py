@@ -97,8 +97,10 @@ class NativeDialect:
                 hub.reject(topic, f"{entity.id}: {exc}", kind="wrong_type")
                 return
             validated.append((entity, value, attrs))
+        # last_updated is stamped when the state is applied, not when paho read the socket,
+        # so queueing inside the hub is part of the latency it reports.
         for entity, value, attrs in validated:
-            hub.apply_state(entity, value, attrs, now=received)
+            hub.apply_state(entity, value, attrs)
 
     def _on_availability(self, topic: str, payload: bytes, received: float) -> None:
         device_id = self._device_id(topic)

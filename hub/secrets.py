@@ -17,7 +17,7 @@ _pattern: re.Pattern[str] | None = None
 
 
 def register_secret(value: str) -> None:
-    """Remember ``value`` so that :func:`redact` hides it (values under 4 characters are ignored)."""
+    """Remember ``value`` so that :func:`redact` hides it (values under 4 characters are not)."""
     global _pattern  # noqa: PLW0603 - one process-wide registry is the point
     if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
         return

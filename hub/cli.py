@@ -1,0 +1,366 @@
+"""The ``hub`` command line. Exit codes: 0 success, 1 a failed check or run, 2 bad usage."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hub.config import LoadedConfig
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE", type=Path, default=Path("hub.yaml"),
+        help="configuration file (default: ./hub.yaml)",
+    )
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document for scripts")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="hub", description="A self-hosted, MQTT-centred home-automation hub."
+    )
+    from hub import __version__
+
+    parser.add_argument("--version", action="version", version=f"hub {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="run the hub", description="Run the hub until Ctrl-C.")
+    _add_config(run)
+
+    demo = sub.add_parser(
+        "demo", help="run a broker, the hub and a simulated home",
+        description="Start a broker (unless hub.yaml names one), the hub, SQLite storage and a "
+        "simulated home that publishes realistic traffic and obeys commands. Ctrl-C stops it.",
+    )
+    _add_config(demo)
+    demo.add_argument("--devices", type=int, default=36, help="simulated devices (default 36, at least 30)")
+    demo.add_argument("--rate", type=float, default=10.0, help="state reports per second (default 10)")
+    demo.add_argument("--seed", type=int, default=1, help="random seed of the simulated home")
+
+    check = sub.add_parser(
+        "check", help="validate the configuration",
+        description="Validate hub.yaml (and enabled plug-ins' settings). Prints each problem as "
+        "file:line:col: path: message. Exit 1 if there is any error.",
+    )
+    _add_config(check)
+    _add_json(check)
+
+    simulate = sub.add_parser(
+        "simulate", help="run the simulated home against any broker",
+        description="Run the simulated home on its own against a broker, until Ctrl-C.",
+    )
+    _add_config(simulate)
+    simulate.add_argument("--broker", metavar="URL", help="broker URL (default: hub.yaml's mqtt.url, else mqtt://127.0.0.1:1883)")
+    simulate.add_argument("--devices", type=int, default=36, help="number of devices (default 36)")
+    simulate.add_argument("--rate", type=float, default=10.0, help="state reports per second in total (default 10)")
+    simulate.add_argument("--prefix", help="device topic prefix (default: hub.yaml's hub.device_topic)")
+    simulate.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+
+    bench = sub.add_parser(
+        "bench", help="measure throughput and latency",
+        description="Start a private broker, the hub and the simulator; drive a fixed load and "
+        "report ingest rate, loss, latency, CPU, memory and start-up time.",
+    )
+    _add_config(bench)
+    _add_json(bench)
+    bench.add_argument("--devices", type=int, default=200, help="simulated devices (default 200)")
+    bench.add_argument("--rate", type=float, default=2000.0, help="messages per second (default 2000)")
+    bench.add_argument("--duration", type=float, default=20.0, help="seconds of load (default 20)")
+    bench.add_argument("--scenario", default="core", help="load scenario (default core)")
+    bench.add_argument("--max", action="store_true", help="find the highest rate sustained with zero loss")
+
+    devices = sub.add_parser(
+        "devices", help="list devices with their state",
+        description="List the devices the hub knows, with availability and entity states.",
+    )
+    _add_config(devices)
+    _add_json(devices)
+    return parser
+
+
+def load_or_report(path: Path, *, allow_missing: bool = False) -> LoadedConfig | None:
+    """Load the configuration; print every issue to stderr and return None on errors."""
+    from hub.config import load_config
+    from hub.yamlsource import ConfigError
+
+    if allow_missing and not path.exists():
+        return load_config(None)
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        print(f"{len(exc.issues)} problem(s) in {path}", file=sys.stderr)
+        return None
+
+
+def setup_logging(level: str, fmt: str = "text") -> None:
+    """Log to stderr, with known secrets redacted from every line."""
+    from hub.secrets import RedactingFilter
+
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        from hub.logs import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("amqtt", "transitions", "aiosqlite", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+async def _run_hub(loaded: LoadedConfig, *, on_started: Any = None) -> int:
+    from hub.core import Hub
+    from hub.mqtt import MqttError
+    from hub.storage import StorageError
+
+    hub = Hub(loaded.config, config_path=loaded.path, source=loaded.source)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, hub.request_stop)
+    try:
+        try:
+            await hub.start()
+        except (MqttError, StorageError) as exc:
+            logging.getLogger("hub").error("cannot start: %s", exc)
+            await hub.stop()
+            return EXIT_FAILED
+        if on_started is not None:
+            await on_started(hub)
+        await hub.run_until_stopped()
+    finally:
+        if hub.started:
+            print("stopping: flushing storage and saying goodbye on MQTT ...", file=sys.stderr)
+            await hub.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``hub run``."""
+    loaded = load_or_report(args.config)
+    if loaded is None:
+        return EXIT_FAILED
+    setup_logging(loaded.config.logging.level, loaded.config.logging.format)
+    return asyncio.run(_run_hub(loaded))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``hub demo``: broker, hub, simulated home; prints where to look."""
+    if args.devices < 1:
+        print("hub demo: --devices must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    loaded = load_or_report(args.config, allow_missing=True)
+    if loaded is None:
+        return EXIT_FAILED
+    setup_logging(loaded.config.logging.level, loaded.config.logging.format)
+
+    async def with_simulator(hub: Any) -> None:
+        import threading
+
+        from hub.simulator import Simulator, build_home
+
+        assert hub.mqtt is not None
+        url = hub.broker.url if hub.broker is not None else loaded.config.mqtt.url
+        sim = Simulator(
+            url, build_home(args.devices, seed=args.seed), rate=args.rate,
+            prefix=loaded.config.hub.device_topic, client_id="hub-demo-simulator",
+        )
+        await asyncio.to_thread(sim.start)
+        stop_sim = threading.Event()
+        base = hub.base_topic
+        broker = hub.broker.describe() if hub.broker is not None else f"{hub.mqtt.address.display()} (from {loaded.path})"
+        print(
+            "\n".join(
+                [
+                    "",
+                    "hub demo is running",
+                    f"  broker     {broker}",
+                    f"  database   {_display_db(loaded.config.database.url)}",
+                    f"  simulated  {args.devices} devices, {args.rate:g} reports/s on {loaded.config.hub.device_topic}/#",
+                    "",
+                    "where to look",
+                    f"  live model     mosquitto_sub -p {hub.mqtt.address.port} -t '{base}/#' -v",
+                    f"  a command      mosquitto_pub -p {hub.mqtt.address.port} -t '{base}/devices/kitchen_light/set' -m '{{\"entity\":\"light\",\"action\":\"turn_on\",\"params\":{{\"brightness\":200}}}}'",
+                    f"  devices        hub devices --config {loaded.path}",
+                    "",
+                    "Ctrl-C stops everything cleanly.",
+                    "",
+                ]
+            ),
+            flush=True,
+        )
+
+        async def stop_simulator() -> None:
+            await hub.run_until_stopped()
+            stop_sim.set()
+            await asyncio.to_thread(sim.stop)
+
+        hub.spawn(stop_simulator(), name="simulator")
+
+    return asyncio.run(_run_hub(loaded, on_started=with_simulator))
+
+
+def _display_db(url: str) -> str:
+    from hub.secrets import redact_url
+
+    return redact_url(url)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``hub check``."""
+    from hub.config import load_config
+    from hub.plugins import check_plugins
+    from hub.yamlsource import ConfigError
+
+    try:
+        loaded = load_config(args.config)
+        issues = check_plugins(loaded.config, loaded.source)
+    except ConfigError as exc:
+        issues = list(exc.issues)
+    errors = [i for i in issues if i.severity == "error"]
+    if args.json:
+        print(json.dumps({
+            "file": str(args.config),
+            "ok": not errors,
+            "issues": [
+                {"file": i.file, "line": i.line, "col": i.col, "path": i.path,
+                 "message": i.message, "severity": i.severity}
+                for i in issues
+            ],
+        }, indent=2))
+    else:
+        for issue in issues:
+            print(issue)
+        print(f"{args.config}: OK" if not errors else f"{len(errors)} error(s) in {args.config}")
+    return EXIT_FAILED if errors else EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """``hub simulate``."""
+    from hub.simulator import run_simulator
+
+    loaded = load_or_report(args.config, allow_missing=True)
+    if loaded is None:
+        return EXIT_FAILED
+    if args.devices < 1 or args.rate <= 0:
+        print("hub simulate: --devices must be >= 1 and --rate > 0", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(loaded.config.logging.level)
+    url = args.broker or loaded.config.mqtt.url or "mqtt://127.0.0.1:1883"
+    prefix = args.prefix or loaded.config.hub.device_topic
+    print(f"simulating {args.devices} devices at {args.rate:g} reports/s on {prefix}/# via {_display_db(url)}; Ctrl-C stops")
+    try:
+        run_simulator(url, devices=args.devices, rate=args.rate, prefix=prefix, seed=args.seed,
+                      progress=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # a broker that is not there, typically
+        print(f"hub simulate: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """``hub devices``: the registry as stored, with the last states."""
+    loaded = load_or_report(args.config, allow_missing=True)
+    if loaded is None:
+        return EXIT_FAILED
+
+    async def fetch() -> list[Any]:
+        from hub.storage import Storage
+
+        storage = Storage(loaded.config.database.url)
+        await storage.start()
+        try:
+            return await storage.device_rows()
+        finally:
+            await storage.close()
+
+    from hub.storage import StorageError
+
+    try:
+        rows = asyncio.run(fetch())
+    except StorageError as exc:
+        print(f"hub devices: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        out = []
+        for device, entities, states in rows:
+            item = device.to_dict()
+            item["entities"] = [
+                {**e.to_dict(), "state": states[e.id].to_dict() if e.id in states else None}
+                for e in entities
+            ]
+            out.append(item)
+        print(json.dumps(out, indent=2, default=str))
+        return EXIT_OK
+    if not rows:
+        print("no devices yet: start `hub run` or `hub demo` and let devices announce themselves")
+        return EXIT_OK
+    for device, entities, states in rows:
+        flag = "online " if device.available else "offline"
+        print(f"{device.id:<28} {flag} {device.area or '-':<12} {device.name}")
+        for entity in entities:
+            state = states.get(entity.id)
+            value = "-" if state is None else _format_value(state.value, entity.unit)
+            print(f"    {entity.key:<20} {entity.kind.value:<14} {value}")
+    return EXIT_OK
+
+
+def _format_value(value: Any, unit: str | None) -> str:
+    if isinstance(value, float):
+        text = f"{value:.2f}".rstrip("0").rstrip(".")
+    else:
+        text = str(value)
+    return f"{text} {unit}" if unit else text
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``hub bench``."""
+    from hub.bench import run_bench_command
+
+    return run_bench_command(args)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "demo": cmd_demo,
+    "check": cmd_check,
+    "simulate": cmd_simulate,
+    "bench": cmd_bench,
+    "devices": cmd_devices,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hub`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
