@@ -159,14 +159,15 @@ class EmbeddedBroker(abc.ABC):
         return f"<{type(self).__name__} {self.url} running={self.running}>"
 
 
-# Children that are still running; the atexit hook ends them if the hub exits without stop().
-# Holding them here also keeps Popen.__del__ from warning about a still-running child.
-_LIVE_CHILDREN: set[subprocess.Popen[bytes]] = set()
+# Children still running, with their private directories; the atexit hook ends them and
+# removes the directories if the hub exits without stop(). Holding them here also keeps
+# Popen.__del__ from warning about a still-running child.
+_LIVE_CHILDREN: dict[subprocess.Popen[bytes], Path] = {}
 
 
 @atexit.register
 def _end_live_children() -> None:
-    for proc in list(_LIVE_CHILDREN):
+    for proc, workdir in list(_LIVE_CHILDREN.items()):
         if proc.poll() is None:
             proc.terminate()
             try:
@@ -174,7 +175,8 @@ def _end_live_children() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        _LIVE_CHILDREN.discard(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+        _LIVE_CHILDREN.pop(proc, None)
 
 
 async def _wait_exit(proc: subprocess.Popen[bytes], within: float | None) -> bool:
@@ -353,7 +355,7 @@ class MosquittoBroker(EmbeddedBroker):
                 start_new_session=False,
                 preexec_fn=_parent_death_hook(),  # noqa: PLW1509 - only calls prctl
             )
-        _LIVE_CHILDREN.add(proc)
+        _LIVE_CHILDREN[proc] = self._workdir
         return proc
 
     def _listening(self, proc: subprocess.Popen[bytes]) -> bool:
@@ -404,7 +406,7 @@ class MosquittoBroker(EmbeddedBroker):
         while True:
             code = proc.poll()
             if code is not None:
-                _LIVE_CHILDREN.discard(proc)
+                _LIVE_CHILDREN.pop(proc, None)
                 self._proc = None
                 raise BrokerError(
                     f"mosquitto exited with code {code} while starting on {self.url}; "
@@ -433,7 +435,7 @@ class MosquittoBroker(EmbeddedBroker):
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await _wait_exit(proc, None)
-        _LIVE_CHILDREN.discard(proc)
+        _LIVE_CHILDREN.pop(proc, None)
 
     async def _stop_process(self) -> None:
         proc, self._proc = self._proc, None

@@ -99,7 +99,11 @@ def load_or_report(path: Path, *, allow_missing: bool = False) -> LoadedConfig |
     from hub.yamlsource import ConfigError
 
     if allow_missing and not path.exists():
-        return load_config(None)
+        from hub.config import HubConfig, LoadedConfig
+        from hub.yamlsource import SourceDoc
+
+        # Commands that can work without a file (demo, simulate, devices) use the defaults.
+        return LoadedConfig(HubConfig(), SourceDoc({}, str(path)), path)
     try:
         return load_config(path)
     except ConfigError as exc:

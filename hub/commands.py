@@ -297,9 +297,17 @@ class CommandRouter:
             command_id, command.request_id, entity, command.action, command.params,
             command.context, expect, now, future,
         )
-        pending.timer = loop.call_later(timeout, self._expire, pending)
+        pending.timer = loop.call_later(timeout / 2, self._retry, pending, timeout / 2)
         self._pending.setdefault(entity.id, []).append(pending)
         return future
+
+    def _retry(self, pending: _Pending, remaining: float) -> None:
+        # Half the timeout without a confirmation: send once more (states are idempotent), for
+        # a device that reconnected and resubscribed without re-announcing itself.
+        if pending.future.done():
+            return
+        self._resend_one(pending)
+        pending.timer = asyncio.get_running_loop().call_later(remaining, self._expire, pending)
 
     def _fail_now(
         self,
@@ -381,25 +389,27 @@ class CommandRouter:
         count = 0
         for items in list(self._pending.values()):
             for pending in items:
-                entity = pending.entity
-                if device_id is not None and entity.device_id != device_id:
-                    continue
-                device = self._registry.devices.get(entity.device_id)
-                dialect = self._dialects.get(device.owner) if device else None
-                if device is None or dialect is None:
-                    continue
-                action, params = pending.action, pending.params
-                if action == "toggle":
-                    # Re-sending a toggle could undo it; send the state it was meant to reach.
-                    action = "turn_on" if pending.expect("on", {}) else "turn_off"
-                try:
-                    dialect.send_command(device, entity, action, params, pending.command_id)
-                except Exception:
-                    _LOGGER.exception("re-sending %s failed", pending.command_id)
-                    continue
-                pending.sends += 1
-                count += 1
+                if device_id is None or pending.entity.device_id == device_id:
+                    count += self._resend_one(pending)
         return count
+
+    def _resend_one(self, pending: _Pending) -> int:
+        entity = pending.entity
+        device = self._registry.devices.get(entity.device_id)
+        dialect = self._dialects.get(device.owner) if device else None
+        if device is None or dialect is None:
+            return 0
+        action, params = pending.action, pending.params
+        if action == "toggle":
+            # Re-sending a toggle could undo it; send the state it was meant to reach.
+            action = "turn_on" if pending.expect("on", {}) else "turn_off"
+        try:
+            dialect.send_command(device, entity, action, params, pending.command_id)
+        except Exception:
+            _LOGGER.exception("re-sending %s failed", pending.command_id)
+            return 0
+        pending.sends += 1
+        return 1
 
     def cancel_all(self, reason: str) -> None:
         """Fail every pending command (used at shutdown)."""

@@ -465,13 +465,15 @@ def _plain_message(error: Any, got: str) -> str:
 
 def _to_issue(
     error: Any, model_cls: type[BaseModel], source: SourceDoc, base_path: PathKey
-) -> ConfigIssue:
+) -> ConfigIssue | None:
     loc: tuple[str | int, ...] = tuple(error["loc"])
     at_key = bool(loc) and loc[-1] == "[key]"
     if at_key:
         loc = loc[:-1]
     path = (*base_path, *loc)
     kind = error["type"]
+    if source.unresolved(path):
+        return None  # the loader has already said why this value is missing
     if kind == "missing" and loc:
         # Point at the mapping the key is missing from.
         return source.issue(path[:-1], f"missing required key {path[-1]!r}")
@@ -500,8 +502,8 @@ def validate_model(
     try:
         return model_cls.model_validate({} if data is None else data, context=context), []
     except ValidationError as exc:
-        issues = [_to_issue(error, model_cls, source, base_path) for error in exc.errors()]
-        return None, issues
+        converted = (_to_issue(error, model_cls, source, base_path) for error in exc.errors())
+        return None, [issue for issue in converted if issue is not None]
 
 
 # --- checks across sections --------------------------------------------------------------

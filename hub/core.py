@@ -104,7 +104,7 @@ class Hub:
                 raise InvalidValue(f"{entity.id}: a first report must carry a state")
             normalised = current.value
         else:
-            normalised = coerce_value(entity.kind, value)
+            normalised = coerce_value(entity.kind, value, numeric=entity.unit is not None)
         return normalised, coerce_attributes(attributes) if attributes else {}
 
     def apply_state(
@@ -232,16 +232,22 @@ class Hub:
         self.bus.publish(DeviceRemoved(device_id))
 
     def set_available(self, device_id: str, available: bool) -> None:
-        """Mark a device online or offline; resend its unconfirmed commands when it returns."""
+        """Mark a device online or offline; resend its unconfirmed commands when it says online.
+
+        Every "online" counts, not only a change: a device that re-announces itself has just
+        (re)connected and may have missed commands while it was away (a broker restart).
+        """
         device = self.registry.devices.get(device_id)
-        if device is None or device.available == available:
+        if device is None:
             return
-        device.available = available
-        self.bus.publish(DeviceAvailability(device_id, available))
         if available:
             resent = self.commands.resend(device_id)
             if resent:
                 _LOGGER.info("%s is back; sent %d unconfirmed command(s) again", device_id, resent)
+        if device.available == available:
+            return
+        device.available = available
+        self.bus.publish(DeviceAvailability(device_id, available))
 
     def _apply_configured_areas_and_groups(self) -> None:
         for area in self.config.areas:

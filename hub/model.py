@@ -175,12 +175,15 @@ def _one_of(value: Any, allowed: frozenset[str]) -> str:
     raise InvalidValue(f"expected one of {', '.join(sorted(allowed))}, got {value!r}")
 
 
-def coerce_value(kind: EntityKind, value: Any) -> Any:
-    """Return ``value`` normalised for an entity of ``kind``; raise InvalidValue if it cannot be."""
+def coerce_value(kind: EntityKind, value: Any, *, numeric: bool = False) -> Any:
+    """Return ``value`` normalised for an entity of ``kind``; raise InvalidValue if it cannot be.
+
+    ``numeric`` marks a sensor that measures something (it has a unit): text is refused.
+    """
     if kind in (EntityKind.SWITCH, EntityKind.LIGHT, EntityKind.BINARY_SENSOR):
         return _on_off(value)
     if kind in (EntityKind.SENSOR, EntityKind.ENERGY_METER):
-        if kind is EntityKind.SENSOR and isinstance(value, str) and len(value) <= 255:
+        if kind is EntityKind.SENSOR and not numeric and isinstance(value, str) and len(value) <= 255:
             return value  # enum-like sensors ("idle", "charging") are legitimate
         return _number(value)
     if kind is EntityKind.COVER:

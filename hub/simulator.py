@@ -53,7 +53,7 @@ class SimulatorError(RuntimeError):
     """The simulator could not reach or talk to its MQTT broker."""
 
 
-class _Rejected(Exception):
+class _CommandError(Exception):
     """A command a device cannot apply; the message says why."""
 
 
@@ -80,23 +80,25 @@ def _random_ieee(rng: random.Random) -> str:
 def _param_number(params: Mapping[str, Any], name: str, low: float, high: float) -> float:
     """Return ``params[name]`` as a float in [low, high], or reject the command saying why."""
     if name not in params:
-        raise _Rejected(f"missing parameter {name!r}")
+        raise _CommandError(f"missing parameter {name!r}")
     value = params[name]
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _Rejected(f"parameter {name!r} must be a number, got {value!r}")
+        raise _CommandError(f"parameter {name!r} must be a number, got {value!r}")
     if not low <= value <= high:
-        raise _Rejected(f"parameter {name!r} must be between {low:g} and {high:g}, got {value!r}")
+        raise _CommandError(
+            f"parameter {name!r} must be between {low:g} and {high:g}, got {value!r}"
+        )
     return float(value)
 
 
 def _allow_params(params: Mapping[str, Any], allowed: frozenset[str] = frozenset()) -> None:
     unknown = sorted(set(params) - allowed)
     if unknown:
-        raise _Rejected(f"unexpected parameter(s) {', '.join(map(repr, unknown))}")
+        raise _CommandError(f"unexpected parameter(s) {', '.join(map(repr, unknown))}")
 
 
-def _no_such_action(entity: str, action: str, actions: tuple[str, ...]) -> _Rejected:
-    return _Rejected(f"entity {entity!r} has no action {action!r} (use {', '.join(actions)})")
+def _no_such_action(entity: str, action: str, actions: tuple[str, ...]) -> _CommandError:
+    return _CommandError(f"entity {entity!r} has no action {action!r} (use {', '.join(actions)})")
 
 
 class SimDevice:
@@ -174,21 +176,21 @@ class SimDevice:
         when = time.time() if now is None else now
         try:
             if not isinstance(command, Mapping):
-                raise _Rejected("a command must be a JSON object")
+                raise _CommandError("a command must be a JSON object")
             entity = command.get("entity")
             entities = self.entities()
             if not isinstance(entity, str) or entity not in entities:
-                raise _Rejected(f"unknown entity {entity!r} (has {', '.join(entities)})")
+                raise _CommandError(f"unknown entity {entity!r} (has {', '.join(entities)})")
             action = command.get("action")
             if not isinstance(action, str):
-                raise _Rejected(f"'action' must be a string, got {action!r}")
+                raise _CommandError(f"'action' must be a string, got {action!r}")
             params = command.get("params", {})
             if params is None:
                 params = {}
             if not isinstance(params, Mapping):
-                raise _Rejected(f"'params' must be an object, got {params!r}")
+                raise _CommandError(f"'params' must be an object, got {params!r}")
             return self._command(entity, action, params, when)
-        except _Rejected as exc:
+        except _CommandError as exc:
             text = repr(command)
             _LOGGER.warning(
                 "%s: ignored command %s: %s",
@@ -201,7 +203,7 @@ class SimDevice:
     def _command(
         self, entity: str, action: str, params: Mapping[str, Any], now: float
     ) -> dict[str, Any]:
-        raise _Rejected(f"entity {entity!r} takes no commands")
+        raise _CommandError(f"entity {entity!r} takes no commands")
 
     def _elapsed(self, now: float) -> float:
         """Return the seconds since the last call (0 the first time or if time went back)."""
@@ -343,7 +345,7 @@ class Plug(SimDevice):
         self, entity: str, action: str, params: Mapping[str, Any], now: float
     ) -> dict[str, Any]:
         if entity != "switch":
-            raise _Rejected(f"entity {entity!r} is a sensor and takes no commands")
+            raise _CommandError(f"entity {entity!r} is a sensor and takes no commands")
         if action not in self.ACTIONS:
             raise _no_such_action(entity, action, self.ACTIONS)
         _allow_params(params)
@@ -707,7 +709,7 @@ class Thermostat(SimDevice):
             _allow_params(params, frozenset({"mode"}))
             mode = params.get("mode")
             if mode not in CLIMATE_SIM_MODES:
-                raise _Rejected(
+                raise _CommandError(
                     f"parameter 'mode' must be one of {', '.join(CLIMATE_SIM_MODES)}, got {mode!r}"
                 )
             self.mode = str(mode)
@@ -897,13 +899,15 @@ class Button(_BatterySensor):
         self, entity: str, action: str, params: Mapping[str, Any], now: float
     ) -> dict[str, Any]:
         if entity != "button":
-            raise _Rejected(f"entity {entity!r} is a sensor and takes no commands")
+            raise _CommandError(f"entity {entity!r} is a sensor and takes no commands")
         if action not in self.ACTIONS:
             raise _no_such_action(entity, action, self.ACTIONS)
         _allow_params(params, frozenset({"press"}))
         press = params.get("press", "single")
         if press not in PRESSES:
-            raise _Rejected(f"parameter 'press' must be one of {', '.join(PRESSES)}, got {press!r}")
+            raise _CommandError(
+                f"parameter 'press' must be one of {', '.join(PRESSES)}, got {press!r}"
+            )
         self.last_press = str(press)
         return {"button": self.last_press}
 
@@ -969,7 +973,7 @@ _EXTRA_CYCLE: tuple[tuple[str, type[SimDevice]], ...] = (
 _EXTRA_APPLIANCES: tuple[str, ...] = ("lamp", "tv", "computer", "fridge", "router", "towel_rail")
 
 
-def _test_net_ip(index: int) -> str:
+def _device_ip(index: int) -> str:
     """Return a unique documentation or private address for the ``index``-th Wi-Fi device."""
     nets = ("192.0.2", "198.51.100", "203.0.113")  # RFC 5737 documentation networks
     block, host = divmod(index, 250)
@@ -991,17 +995,19 @@ def build_home(count: int = 36, *, seed: int = 1) -> list[SimDevice]:
     rng = random.Random(seed)
     seen_macs: set[str] = set()
     wifi_index = 0
+    zigbee_index = 0
 
     def identities(cls: type[SimDevice]) -> dict[str, str]:
-        nonlocal wifi_index
+        nonlocal wifi_index, zigbee_index
         if cls.radio == "zigbee":
-            # 32 random bits plus the running count: unique and still seed-dependent.
-            return {"ieee": f"0x00124b{rng.getrandbits(24):06x}{len(seen_macs):04x}"}
+            # Random bits plus a running count: unique, and still depends on the seed.
+            zigbee_index += 1
+            return {"ieee": f"0x00124b{rng.getrandbits(24):06x}{zigbee_index:04x}"}
         mac = _random_mac(rng)
         while mac in seen_macs:
             mac = _random_mac(rng)
         seen_macs.add(mac)
-        ip = _test_net_ip(wifi_index)
+        ip = _device_ip(wifi_index)
         wifi_index += 1
         return {"mac": mac, "ip": ip}
 
@@ -1205,7 +1211,13 @@ class Simulator:
         # that whoever subscribes after start() returns finds every retained config.
         with self._lock:
             pending = list(self._announced)
-        self._wait_published(pending, _CONNECT_TIMEOUT, "announcing devices")
+        try:
+            self._wait_published(pending, _CONNECT_TIMEOUT, "announcing devices")
+        except SimulatorError:
+            client, self._client = self._client, None
+            client.disconnect()
+            client.loop_stop()
+            raise
         if self._rate > 0:
             self._thread = threading.Thread(target=self._pace, name="hub-sim-pacer", daemon=True)
             self._thread.start()
@@ -1235,8 +1247,7 @@ class Simulator:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        self._connack.clear()
-        self._connack_code = None
+        self._reset_connack()
         try:
             client.connect(self._broker.host, self._broker.port, keepalive=30)
         except (OSError, ValueError) as exc:
@@ -1257,6 +1268,11 @@ class Simulator:
         client.disconnect()
         client.loop_stop()
         return None
+
+    def _reset_connack(self) -> None:
+        self._connack.clear()
+        self._connack_code = None
+        self._connack_reason = ""
 
     # The callbacks below run on paho's network thread. Every exception is caught: one that
     # escaped would end that thread and with it all commands and reconnects.
@@ -1300,7 +1316,8 @@ class Simulator:
             self._connack_code = 1
             self._connack_reason = f"connection closed before CONNACK ({reason_code})"
             self._connack.set()
-        elif not self._stopping:
+        elif client is self._client and not self._stopping:
+            # paho's network thread reconnects by itself; on_connect then re-announces.
             _LOGGER.warning("simulator: disconnected from broker (%s), reconnecting", reason_code)
 
     def _announce(self, client: mqtt.Client) -> list[mqtt.MQTTMessageInfo]:
@@ -1365,7 +1382,7 @@ class Simulator:
         except Exception:
             _LOGGER.exception("simulator: error while handling %s", message.topic)
 
-    def _handle_command(self, client: mqtt.Client, topic: str, payload: bytes) -> None:
+    def _handle_command(self, client: mqtt.Client, topic: str, payload: bytes | bytearray) -> None:
         if self._stopping or not topic.startswith(self._set_prefix):
             return
         device = self._devices.get(topic[len(self._set_prefix) : -len("/set")])
@@ -1463,7 +1480,7 @@ def run_simulator(
     progress: Callable[[str], None] | None = None,
     progress_interval: float = 5.0,
 ) -> None:
-    """Run ``hub simulate``: simulate a home until ``stop_event`` is set or Ctrl-C, reporting progress."""
+    """Run ``hub simulate``: a home on the broker until ``stop_event`` is set or Ctrl-C."""
     say = progress or (lambda line: print(line, flush=True))
     event = stop_event or threading.Event()
     simulator = Simulator(broker_url, build_home(devices, seed=seed), rate=rate, prefix=prefix)

@@ -112,21 +112,24 @@ def suggest(word: str, choices: Iterable[str]) -> str:
 class SourceDoc:
     """A loaded YAML document: ``data`` as plain Python plus where every node was written."""
 
-    __slots__ = ("_keys", "_origins", "_values", "data", "file")
+    __slots__ = ("_keys", "_origins", "_unresolved", "_values", "data", "file")
 
     def __init__(
         self,
         data: Any,
         file: str,
+        *,
         keys: dict[PathKey, Position] | None = None,
         values: dict[PathKey, Position] | None = None,
         origins: dict[PathKey, str] | None = None,
+        unresolved: set[PathKey] | None = None,
     ) -> None:
         self.data = data
         self.file = file
         self._keys = keys or {}
         self._values = values or {}
         self._origins = origins or {}
+        self._unresolved = frozenset(unresolved or ())
 
     def position(self, path: PathKey) -> Position:
         """Return the 1-based (line, column) of ``path``: its key for a mapping entry, else its
@@ -150,6 +153,10 @@ class SourceDoc:
             if found is not None:
                 return found
         return None
+
+    def unresolved(self, path: PathKey) -> bool:
+        """True when the loader already reported that the value at ``path`` is missing."""
+        return path in self._unresolved
 
     def issue(
         self, path: PathKey, message: str, *, at_value: bool = False, severity: str = "error"
@@ -287,11 +294,15 @@ class _Builder:
         self.keys: dict[PathKey, Position] = {}
         self.values: dict[PathKey, Position] = {}
         self.origins: dict[PathKey, str] = {}
+        # Paths whose value could not be worked out: schema checks skip them (no double report).
+        self.unresolved: set[PathKey] = set()
         self.pending_secrets: list[tuple[PathKey, ScalarNode, str]] = []
         self._active: set[int] = set()
         self._count = 0
 
-    def add(self, node: Node, path: PathKey, message: str) -> None:
+    def add(self, node: Node, path: PathKey, message: str, *, unresolved: bool = False) -> None:
+        if unresolved:
+            self.unresolved.add(path)
         line, col = _pos(node)
         self.issues.append(ConfigIssue(self.file, line, col, format_path(path), message))
 
@@ -303,7 +314,7 @@ class _Builder:
         if isinstance(node, ScalarNode):
             return self._scalar(node, path)
         if id(node) in self._active:
-            self.add(node, path, "an alias refers to the value that contains it")
+            self.add(node, path, "an alias refers to the value that contains it", unresolved=True)
             return None
         self._active.add(id(node))
         try:
@@ -399,17 +410,24 @@ class _Builder:
             if tag == _FLOAT:
                 return _parse_float(text)
         except ValueError:
-            self.add(node, path, f"{text!r} is not a valid {tag.rsplit(':', 1)[-1]}")
+            self.add(
+                node, path, f"{text!r} is not a valid {tag.rsplit(':', 1)[-1]}", unresolved=True
+            )
             return None
         self.add(
-            node, path, f"unknown tag {tag!r}: the tags this file may use are !secret and !env"
+            node,
+            path,
+            f"unknown tag {tag!r}: the tags this file may use are !secret and !env",
+            unresolved=True,
         )
         return None
 
     def _secret(self, node: ScalarNode, path: PathKey) -> Any:
         name = str(node.value).strip()
         if not _SECRET_NAME.fullmatch(name):
-            self.add(node, path, f"'!secret' needs the name of a secret, got {name!r}")
+            self.add(
+                node, path, f"'!secret' needs the name of a secret, got {name!r}", unresolved=True
+            )
             return None
         # Resolved after the whole tree is built: the secrets file may be named in the tree.
         self.pending_secrets.append((path, node, name))
@@ -420,7 +438,12 @@ class _Builder:
         spec = str(node.value).strip()
         name, colon, default = spec.partition(":")
         if not _NAME.fullmatch(name):
-            self.add(node, path, f"'!env' needs an environment variable name, got {spec!r}")
+            self.add(
+                node,
+                path,
+                f"'!env' needs an environment variable name, got {spec!r}",
+                unresolved=True,
+            )
             return None
         value = os.environ.get(name)
         if value is not None:
@@ -434,6 +457,7 @@ class _Builder:
             path,
             f"environment variable {name!r} is not set (looked in the hub's environment; "
             f"write '!env {name}:default' to give a default)",
+            unresolved=True,
         )
         return None
 
@@ -447,7 +471,12 @@ class _Builder:
                 return match.group(0)[1:]
             name, sep, default = match.group(2).partition(":-")
             if not _NAME.fullmatch(name):
-                self.add(node, path, f"invalid environment variable reference {match.group(0)!r}")
+                self.add(
+                    node,
+                    path,
+                    f"invalid environment variable reference {match.group(0)!r}",
+                    unresolved=True,
+                )
                 return match.group(0)
             value = os.environ.get(name)
             if value is not None:
@@ -461,6 +490,7 @@ class _Builder:
                 path,
                 f"environment variable {name!r} is not set (used as ${{{name}}}; looked in the "
                 f"hub's environment; write ${{{name}:-default}} to give a default)",
+                unresolved=True,
             )
             return ""
 
@@ -473,12 +503,19 @@ class _Builder:
     def resolve_secrets(self, data: Any, secrets: SecretResolver | None) -> Any:
         for path, node, name in self.pending_secrets:
             if secrets is None:
-                self.add(node, path, f"secret {name!r} not found: no secrets file is configured")
+                self.add(
+                    node,
+                    path,
+                    f"secret {name!r} not found: no secrets file is configured",
+                    unresolved=True,
+                )
                 continue
             value = secrets.get(name)
             if value is None:
                 hint = suggest(name, secrets.names())
-                self.add(node, path, f"secret {name!r} {secrets.missing_reason()}{hint}")
+                self.add(
+                    node, path, f"secret {name!r} {secrets.missing_reason()}{hint}", unresolved=True
+                )
                 continue
             register_secret(str(value))
             if not path:
@@ -579,7 +616,14 @@ def load_yaml(path: Path, *, secrets: SecretsArg = None) -> SourceDoc:
             raise SourceError([ConfigIssue(file, 1, 1, "", message)]) from exc
     resolver = secrets(data) if callable(secrets) else secrets
     data = builder.resolve_secrets(data, resolver)
-    doc = SourceDoc(data, file, builder.keys, builder.values, builder.origins)
+    doc = SourceDoc(
+        data,
+        file,
+        keys=builder.keys,
+        values=builder.values,
+        origins=builder.origins,
+        unresolved=builder.unresolved,
+    )
     if builder.issues:
         raise SourceError(builder.issues, doc)
     return doc

@@ -10,15 +10,24 @@ loop in the main thread), and an async test may still ``await mosquitto.restart(
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import uuid
 from collections.abc import Coroutine, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from mqttprobe import MqttProbe, ProbeMessage
 
 from hub.broker import AmqttBroker, EmbeddedBroker, MosquittoBroker, mosquitto_binary
+
+# Test modules import helpers as top-level modules (``from mqttprobe import MqttProbe``)
+# whether or not tests/ is a package, and whichever import mode pytest runs in.
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+from mqttprobe import MqttProbe, ProbeMessage  # noqa: E402
 
 __all__ = ["MqttProbe", "ProbeMessage"]
 

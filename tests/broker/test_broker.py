@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from hub.broker import (
     mosquitto_binary,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+HUB_ROOT = Path(broker_mod.__file__).resolve().parents[1]  # where this run imports hub from
 OTHER_LOOPBACK = "127.0.0.2"  # local to this machine, but not the address the broker binds
 
 needs_mosquitto = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto not installed")
@@ -79,8 +80,8 @@ def other_loopback_reachable() -> None:
 
 
 def assert_loopback_only(pid: int, port: int) -> None:
+    """The broker listens on 127.0.0.1 only and cannot be reached on other local addresses."""
     assert listen_addresses(pid, port) == {"127.0.0.1"}
-    assert connects("127.0.0.1", port)
     assert not connects(OTHER_LOOPBACK, port)
     try:
         reachable_on_ipv6 = connects("::1", port)
@@ -120,6 +121,7 @@ def test_mosquitto_listens_on_a_free_port_of_127_0_0_1_only(mosquitto: Mosquitto
     assert mosquitto.port != 1883
     assert mosquitto.pid is not None
     assert_loopback_only(mosquitto.pid, mosquitto.port)
+    assert connects("127.0.0.1", mosquitto.port)
     assert mosquitto.supports_mqtt5
     assert re.fullmatch(
         r"Mosquitto \d+\.\d+\.\d+ on mqtt://127\.0\.0\.1:\d+ \(private, started by the hub\)",
@@ -170,9 +172,11 @@ async def test_restart_keeps_the_port_and_clients_reconnect(
         assert listener.wait_for(f"{t}/after-restart")[1] == b"1"
 
         # A crash (SIGKILL) then start() brings it back on the same port too.
+        killed_pid = broker.pid
+        assert killed_pid is not None
         await broker.kill()
         assert not broker.running
-        assert broker.pid is None
+        assert not psutil.pid_exists(killed_pid)
         await broker.start()
         assert broker.port == port
         for probe in (listener, talker):
@@ -247,56 +251,63 @@ def test_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
         MosquittoBroker(port=70000)
 
 
-def _script_result(body: str) -> int:
-    """Run a Python script that starts mosquitto and exits; return the mosquitto pid."""
+def _script_result(body: str) -> tuple[int, Path]:
+    """Run a Python script that starts mosquitto and exits; return its pid and directory."""
     script = textwrap.dedent(
         """
         import os, sys
         from hub.broker import MosquittoBroker
         broker = MosquittoBroker()
         broker.start_sync()
-        print(broker.pid, flush=True)
+        print(broker.pid, broker.workdir, flush=True)
         """
     ) + textwrap.dedent(body)
     out = subprocess.run(
         [sys.executable, "-c", script],
-        cwd=REPO,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin:/usr/sbin"},
+        cwd=HUB_ROOT,
+        env={"PYTHONPATH": str(HUB_ROOT), "PATH": "/usr/bin:/bin:/usr/sbin"},
         capture_output=True,
         timeout=30,
         check=False,
     )
     assert out.stdout.strip(), out.stderr.decode()
-    return int(out.stdout.split()[0])
+    pid, workdir = out.stdout.split()
+    return int(pid), Path(workdir.decode())
 
 
 def _gone(pid: int, within: float = 5.0) -> bool:
+    """True once ``pid`` has exited (a zombie counts: reaping orphans is init's business)."""
     deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+    while True:
         try:
             if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True  # dead; reaping orphans is init's business
+                return True
         except psutil.NoSuchProcess:
             return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.02)
-    return False
 
 
 @needs_mosquitto
 @pytest.mark.parametrize(
-    "ending",
+    ("ending", "leaves_workdir"),
     [
-        pytest.param("os._exit(0)\n", id="parent-crashes"),
-        pytest.param("sys.exit(0)\n", id="parent-exits-without-stop"),
+        # PR_SET_PDEATHSIG ends the child; its directory is left behind.
+        pytest.param("os._exit(0)\n", True, id="parent-crashes"),
+        # The atexit hook ends the child and removes its directory.
+        pytest.param("sys.exit(0)\n", False, id="parent-exits-without-stop"),
     ],
 )
-def test_mosquitto_does_not_survive_the_hub(ending: str) -> None:
-    pid = _script_result(ending)
+def test_mosquitto_does_not_survive_the_hub(ending: str, leaves_workdir: bool) -> None:
+    pid, workdir = _script_result(ending)
     try:
         assert _gone(pid), f"mosquitto pid {pid} outlived its parent"
+        assert workdir.exists() == leaves_workdir
     finally:
         if not _gone(pid, 0):
             psutil.Process(pid).kill()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 # --- amqtt ----------------------------------------------------------------------------------
@@ -340,6 +351,8 @@ async def test_amqtt_runs_in_process_on_127_0_0_1_only_and_speaks_3_1_1() -> Non
         assert not broker.supports_mqtt5
         assert "MQTT 3.1.1 only" in broker.describe()
         assert broker.url in broker.describe()
+        # No bare TCP connect to amqtt: it leaks the socket of a client that sends no CONNECT
+        # (ResourceWarning); the round trip below proves it accepts on 127.0.0.1.
         assert_loopback_only(psutil.Process().pid, broker.port)  # this very process
         # The broker runs on this loop: the blocking paho probes must run in a thread.
         await asyncio.to_thread(round_trip, broker.url)

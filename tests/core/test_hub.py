@@ -1,0 +1,310 @@
+"""The hub end to end: config -> start -> MQTT in -> assert MQTT out and stored state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hubtest import HubFactory, eventually, write_config
+from mqttprobe import MqttProbe
+
+from hub.commands import Command, CommandError
+from hub.core import Hub
+from hub.model import Context, Origin
+from hub.simulator import Simulator, build_home
+
+PLUG_CONFIG = {
+    "name": "Test plug",
+    "area": "kitchen",
+    "entities": {
+        "switch": {"kind": "switch"},
+        "power": {"kind": "sensor", "unit": "W", "device_class": "power"},
+        "energy": {"kind": "energy_meter", "unit": "kWh"},
+    },
+}
+
+
+def prefixes(hub: Hub) -> tuple[str, str]:
+    return hub.config.hub.device_topic, hub.base_topic
+
+
+async def announce_plug(hub: Hub, probe: MqttProbe, device_id: str = "plug1") -> None:
+    dev, _ = prefixes(hub)
+    await asyncio.to_thread(probe.publish, f"{dev}/{device_id}/config", PLUG_CONFIG, 1, True)
+    await asyncio.to_thread(probe.publish, f"{dev}/{device_id}/availability", "online", 1, True)
+    await eventually(lambda: device_id in hub.registry.devices and hub.registry.devices[device_id].available)
+
+
+async def test_native_device_is_registered_and_its_state_is_mirrored(
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory
+) -> None:
+    hub = await hub_factory(write_config(tmp_path, mqtt_url))
+    dev, base = prefixes(hub)
+    with MqttProbe(mqtt_url) as probe:
+        await asyncio.to_thread(probe.subscribe, f"{base}/devices/plug1/#")
+        await announce_plug(hub, probe)
+        await asyncio.to_thread(
+            probe.publish, f"{dev}/plug1/state", {"switch": "on", "power": 12.5, "energy": 1.25}
+        )
+        await eventually(lambda: "plug1.power" in hub.registry.states)
+        assert hub.registry.states["plug1.power"].value == 12.5
+        assert hub.registry.states["plug1.switch"].value == "on"
+        _, payload = await asyncio.to_thread(
+            probe.wait_for, f"{base}/devices/plug1/state",
+            lambda p: b'"power"' in p,
+        )
+        body = json.loads(payload)
+        assert body["available"] is True
+        assert body["entities"]["power"]["state"] == 12.5
+        assert body["entities"]["switch"]["cause"] == "device plug1"
+        _, config = await asyncio.to_thread(probe.wait_for, f"{base}/devices/plug1/config")
+        assert {e["id"] for e in json.loads(config)["entities"]} == {
+            "plug1.switch", "plug1.power", "plug1.energy"
+        }
+
+
+async def test_hub_status_is_online_retained_and_offline_after_stop(
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory
+) -> None:
+    hub = await hub_factory(write_config(tmp_path, mqtt_url))
+    _, base = prefixes(hub)
+    with MqttProbe(mqtt_url) as probe:
+        await asyncio.to_thread(probe.subscribe, f"{base}/status")
+        await asyncio.to_thread(probe.wait_for, f"{base}/status", lambda p: p == b"online")
+        await hub.stop()
+        await asyncio.to_thread(probe.wait_for, f"{base}/status", lambda p: p == b"offline")
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"not json at all", "not_json"),
+        (b"\x00\xff\xfe binary", "not_json"),
+        (b'["a", "list"]', "wrong_type"),
+        (b'{"power": "lots"}', "wrong_type"),
+        (b'{"switch": 42}', "wrong_type"),
+        (b'{"power": 5, "switch": "maybe"}', "wrong_type"),
+        (b'{"power": NaN}', "not_json"),
+        (b'{"nosuch": 1}', "unknown_entity"),
+        (b'{"power": {"state": 3, "brightness": "x"}}', "wrong_type"),
+        (b'{"power": ' + b"1" * 70000 + b"}", "too_large"),
+    ],
+)
+async def test_malformed_payloads_are_counted_and_never_change_state(
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory, payload: bytes, reason: str
+) -> None:
+    hub = await hub_factory(write_config(tmp_path, mqtt_url))
+    dev, _ = prefixes(hub)
+    with MqttProbe(mqtt_url) as probe:
+        await announce_plug(hub, probe)
+        await asyncio.to_thread(probe.publish, f"{dev}/plug1/state", {"switch": "off", "power": 1.0})
+        await eventually(lambda: "plug1.power" in hub.registry.states)
+        before = dict(hub.registry.states)
+        await asyncio.to_thread(probe.publish, f"{dev}/plug1/state", payload)
+        await eventually(lambda: hub.stats.rejected >= 1, message="the bad payload was not counted")
+        assert hub.stats.rejected_by_reason.get(reason) == 1, hub.stats.rejected_by_reason
+        # A good message afterwards still works: the hub did not stall or crash.
+        await asyncio.to_thread(probe.publish, f"{dev}/plug1/state", {"power": 2.0})
+        await eventually(lambda: hub.registry.states["plug1.power"].value == 2.0)
+        assert hub.registry.states["plug1.switch"] == before["plug1.switch"]
+
+
+async def test_state_for_unknown_device_and_bad_config_are_rejected(
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory
+) -> None:
+    hub = await hub_factory(write_config(tmp_path, mqtt_url))
+    dev, _ = prefixes(hub)
+    with MqttProbe(mqtt_url) as probe:
+        await asyncio.to_thread(probe.publish, f"{dev}/ghost/state", {"power": 1})
+        await asyncio.to_thread(probe.publish, f"{dev}/bad/config", {"entities": {"x": {"kind": "toaster"}}})
+        await asyncio.to_thread(probe.publish, f"{dev}/BAD..ID/state", {"power": 1})
+        await eventually(lambda: hub.stats.rejected >= 3)
+    assert hub.stats.rejected_by_reason == {"unknown_device": 1, "bad_config": 1, "bad_topic": 1}
+    assert "bad" not in hub.registry.devices
+
+
+async def _start_sim(url: str, prefix: str, count: int = 36) -> Simulator:
+    sim = Simulator(url, build_home(count, seed=1), rate=1.0, prefix=prefix)
+    await asyncio.to_thread(sim.start)
+    return sim
+
+
+async def test_command_is_confirmed_and_state_remembers_who_caused_it(
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory
+) -> None:
+    hub = await hub_factory(write_config(tmp_path, mqtt_url))
+    dev, base = prefixes(hub)
+    sim = await _start_sim(mqtt_url, dev)
+    try:
+        await eventually(lambda: "kitchen_light.light" in hub.registry.states, 10)
+        alice = Context(Origin.PERSON, "alice", via="discord")
+        results = await hub.commands.execute(
+            Command("kitchen_light.light", "turn_on", alice, {"brightness": 77})
+        )
+        assert [r.ok for r in results] == [True], results
+        state = hub.registry.states["kitchen_light.light"]
+        assert state.value == "on"
+        assert state.attributes["brightness"] == 77
+        chain = [c.describe() for c in state.context.chain()]
+        assert chain == ["device kitchen_light", "person alice via discord"]
+        # the audit table has the command with its context
+        await hub.storage.flush()  # type: ignore[union-attr]
+        audit = await hub.storage.audit(target="kitchen_light.light")  # type: ignore[union-attr]
+        assert {a.result for a in audit} >= {"issued", "confirmed"}
+        assert any(a.context is not None and a.context.source == "alice" for a in audit)
+    finally:
+        await asyncio.to_thread(sim.stop)
+
+
+async def test_command_over_mqtt_topic_with_request_id(
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory
+) -> None:
+    hub = await hub_factory(write_config(tmp_path, mqtt_url))
+    dev, base = prefixes(hub)
+    sim = await _start_sim(mqtt_url, dev)
+    try:
+        await eventually(lambda: "kitchen_plug.switch" in hub.registry.states, 10)
+        with MqttProbe(mqtt_url) as probe:
+            await asyncio.to_thread(probe.subscribe, f"{base}/events/#")
+            await asyncio.to_thread(
+                probe.publish, f"{base}/devices/kitchen_plug/set",
+                {"entity": "switch", "action": "turn_off", "id": "req-1"}, 1,
+            )
+            _, payload = await asyncio.to_thread(probe.wait_for, f"{base}/events/command_confirmed")
+            assert json.loads(payload)["request_id"] == "req-1"
+            assert hub.registry.states["kitchen_plug.switch"].value == "off"
+            # a command the entity cannot do gets a clear refusal on the event stream
+            await asyncio.to_thread(
+                probe.publish, f"{base}/devices/kitchen_plug/set",
+                {"entity": "power", "action": "turn_on", "id": "req-2"}, 1,
+            )
+            _, payload = await asyncio.to_thread(probe.wait_for, f"{base}/events/command_failed")
+            failed = json.loads(payload)
+            assert failed["request_id"] == "req-2"
+            assert "is a sensor and cannot turn_on" in failed["reason"]
+    finally:
+        await asyncio.to_thread(sim.stop)
+
+
+async def test_area_and_group_commands_fan_out(
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory
+) -> None:
+    extra = (
+        "areas:\n  - {id: kitchen, name: Kitchen}\n  - {id: living_room, name: Living room}\n"
+        "groups:\n  - {id: two_lights, name: Two lights, members: [kitchen_light, living_room_light]}\n"
+    )
+    hub = await hub_factory(write_config(tmp_path, mqtt_url, extra))
+    dev, _ = prefixes(hub)
+    sim = await _start_sim(mqtt_url, dev)
+    try:
+        await eventually(lambda: "living_room_light.light" in hub.registry.states, 10)
+        cli = Context(Origin.CLI, "test")
+        results = await hub.commands.execute(Command("group:two_lights", "turn_off", cli))
+        assert sorted(r.entity_id for r in results if r.ok) == [
+            "kitchen_light.light", "living_room_light.light"
+        ]
+        assert hub.registry.group_state("two_lights") == "off"
+        results = await hub.commands.execute(Command("area:kitchen", "turn_on", cli))
+        assert results and all(r.ok for r in results), results
+        kitchen = {r.entity_id for r in results}
+        assert "kitchen_light.light" in kitchen
+        assert all(hub.registry.entities[e].device_id.startswith("kitchen") for e in kitchen)
+        assert hub.registry.group_state("two_lights") == "on"
+    finally:
+        await asyncio.to_thread(sim.stop)
+
+
+async def test_unknown_target_and_bad_parameters_fail_before_sending(
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory
+) -> None:
+    hub = await hub_factory(write_config(tmp_path, mqtt_url))
+    with MqttProbe(mqtt_url) as probe:
+        await announce_plug(hub, probe)
+    cli = Context(Origin.CLI, "test")
+    with pytest.raises(CommandError, match="no entity, device, group or area is called 'nope'"):
+        hub.commands.issue(Command("nope", "turn_on", cli))
+    with pytest.raises(CommandError, match="unknown parameter"):
+        hub.commands.issue(Command("plug1.switch", "turn_on", cli, {"colour": "red"}))
+    with pytest.raises(CommandError, match="between 0 and 255"):
+        hub.commands.issue(Command("plug1.switch", "turn_on", cli, {"brightness": 999}))
+
+
+async def test_command_to_silent_device_fails_after_timeout_with_reason(
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory
+) -> None:
+    hub = await hub_factory(write_config(tmp_path, mqtt_url))
+    with MqttProbe(mqtt_url) as probe:
+        await announce_plug(hub, probe)  # nobody answers commands for this device
+    results = await hub.commands.execute(
+        Command("plug1.switch", "turn_on", Context(Origin.CLI, "t")), timeout=0.5
+    )
+    assert not results[0].ok
+    assert "plug1.switch did not report the expected state within 0.5 s" in results[0].reason
+
+
+async def test_registry_and_last_states_survive_a_restart(
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory
+) -> None:
+    config = write_config(tmp_path, mqtt_url)
+    hub = await hub_factory(config)
+    dev, _ = prefixes(hub)
+    with MqttProbe(mqtt_url) as probe:
+        await announce_plug(hub, probe)
+        await asyncio.to_thread(probe.publish, f"{dev}/plug1/state", {"switch": "on", "power": 33.0})
+        await eventually(lambda: "plug1.power" in hub.registry.states)
+    context_id = hub.registry.states["plug1.power"].context.id
+    await hub.stop()
+    again = await hub_factory(config)
+    assert again.registry.devices["plug1"].name == "Test plug"
+    assert again.registry.states["plug1.power"].value == 33.0
+    assert again.registry.states["plug1.power"].context.id == context_id
+    assert again.registry.devices["plug1"].available is False  # until it says otherwise
+
+
+async def test_broker_restart_mid_command_stream_loses_no_command(
+    tmp_path: Path, fresh_mosquitto: Any, hub_factory: HubFactory
+) -> None:
+    url = fresh_mosquitto.url
+    hub = await hub_factory(write_config(tmp_path, url))
+    dev, base = prefixes(hub)
+    sim = await _start_sim(url, dev)
+    try:
+        await eventually(lambda: "office_light.light" in hub.registry.states, 10)
+        cli = Context(Origin.CLI, "stream")
+        futures = []
+        for i in range(40):
+            brightness = 10 + i
+            futures += hub.commands.issue(
+                Command("office_light.light", "turn_on", cli, {"brightness": brightness}), timeout=20
+            )
+            if i == 15:
+                await asyncio.to_thread(fresh_mosquitto.stop_sync)
+            if i == 25:
+                await asyncio.to_thread(fresh_mosquitto.start_sync)
+            await asyncio.sleep(0.05)
+        results = await asyncio.gather(*futures)
+        failed = [r for r in results if not r.ok]
+        assert not failed, failed[:3]
+        assert hub.registry.states["office_light.light"].attributes["brightness"] == 49
+        # after the restart the broker had no retained state: the hub republished it
+        with MqttProbe(url) as probe:
+            await asyncio.to_thread(probe.subscribe, f"{base}/status")
+            await asyncio.to_thread(probe.wait_for, f"{base}/status", lambda p: p == b"online")
+            await asyncio.to_thread(probe.subscribe, f"{base}/devices/office_light/state")
+            _, payload = await asyncio.to_thread(probe.wait_for, f"{base}/devices/office_light/state")
+            assert json.loads(payload)["entities"]["light"]["attributes"]["brightness"] == 49
+    finally:
+        await asyncio.to_thread(sim.stop)
+
+
+async def test_embedded_broker_starts_when_none_is_configured(
+    tmp_path: Path, hub_factory: HubFactory
+) -> None:
+    hub = await hub_factory(write_config(tmp_path, None))
+    assert hub.broker is not None
+    assert hub.broker.kind == "mosquitto"
+    assert hub.broker.url.startswith("mqtt://127.0.0.1:")
+    assert hub.mqtt is not None and hub.mqtt.connected
