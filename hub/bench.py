@@ -63,8 +63,15 @@ def _client(client_id: str, protocol: str) -> Any:
 
 
 def _connect(client: Any, port: int, timeout: float = 10.0) -> None:
+    from hub.mqtt import set_nodelay
+
     connected = threading.Event()
-    client.on_connect = lambda *args: connected.set()
+
+    def on_connect(*args: Any) -> None:
+        set_nodelay(client)
+        connected.set()
+
+    client.on_connect = on_connect
     client.connect("127.0.0.1", port, keepalive=60)
     client.loop_start()
     if not connected.wait(timeout):

@@ -362,8 +362,10 @@ class MosquittoBroker(EmbeddedBroker):
         # Proves the port is the child's own: a foreign listener on it would also answer.
         try:
             conns = psutil.Process(proc.pid).net_connections(kind="tcp")
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
             return False
+        except psutil.AccessDenied:  # some platforms hide sockets: rely on the MQTT probe
+            return True
         return any(
             c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.port for c in conns
         )

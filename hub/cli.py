@@ -128,11 +128,13 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("amqtt", "transitions", "aiosqlite", "asyncio"):
+    for noisy in ("amqtt", "transitions", "aiosqlite", "asyncio", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
-async def _run_hub(loaded: LoadedConfig, *, on_started: Any = None) -> int:
+async def _run_hub(
+    loaded: LoadedConfig, *, on_started: Any = None, on_stopping: Any = None
+) -> int:
     from hub.core import Hub
     from hub.mqtt import MqttError
     from hub.storage import StorageError
@@ -154,6 +156,8 @@ async def _run_hub(loaded: LoadedConfig, *, on_started: Any = None) -> int:
     finally:
         if hub.started:
             print("stopping: flushing storage and saying goodbye on MQTT ...", file=sys.stderr)
+            if on_stopping is not None:
+                await on_stopping()
             await hub.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -179,9 +183,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     setup_logging(loaded.config.logging.level, loaded.config.logging.format)
 
-    async def with_simulator(hub: Any) -> None:
-        import threading
+    simulators: list[Any] = []
 
+    async def with_simulator(hub: Any) -> None:
         from hub.simulator import Simulator, build_home
 
         assert hub.mqtt is not None
@@ -191,7 +195,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             prefix=loaded.config.hub.device_topic, client_id="hub-demo-simulator",
         )
         await asyncio.to_thread(sim.start)
-        stop_sim = threading.Event()
+        simulators.append(sim)
         base = hub.base_topic
         broker = hub.broker.describe() if hub.broker is not None else f"{hub.mqtt.address.display()} (from {loaded.path})"
         print(
@@ -200,7 +204,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     "",
                     "hub demo is running",
                     f"  broker     {broker}",
-                    f"  database   {_display_db(loaded.config.database.url)}",
+                    f"  database   {_display_db(loaded.config.database.resolved_url)}",
                     f"  simulated  {args.devices} devices, {args.rate:g} reports/s on {loaded.config.hub.device_topic}/#",
                     "",
                     "where to look",
@@ -215,14 +219,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-        async def stop_simulator() -> None:
-            await hub.run_until_stopped()
-            stop_sim.set()
+    async def stop_simulator() -> None:
+        # Devices go offline before the hub stops, so the hub records it like a real home.
+        for sim in simulators:
             await asyncio.to_thread(sim.stop)
 
-        hub.spawn(stop_simulator(), name="simulator")
-
-    return asyncio.run(_run_hub(loaded, on_started=with_simulator))
+    return asyncio.run(_run_hub(loaded, on_started=with_simulator, on_stopping=stop_simulator))
 
 
 def _display_db(url: str) -> str:
@@ -294,7 +296,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     async def fetch() -> list[Any]:
         from hub.storage import Storage
 
-        storage = Storage(loaded.config.database.url)
+        storage = Storage(loaded.config.database.resolved_url)
         await storage.start()
         try:
             return await storage.device_rows()

@@ -362,6 +362,8 @@ class LoadedConfig:
     source: SourceDoc
     path: Path
     warnings: tuple[ConfigIssue, ...] = field(default=())
+    # The secrets file that was looked at (it may not exist); rule files resolve from it too.
+    secrets_path: Path | None = None
 
 
 # --- pydantic errors into plain words ----------------------------------------------------
@@ -573,9 +575,14 @@ def _cross_check(data: dict[str, Any], source: SourceDoc) -> list[ConfigIssue]:
 
 
 def _register_config_secrets(config: HubConfig) -> None:
-    # Passwords written in clear in hub.yaml must not reach the logs either.
-    register_secret(config.mqtt.login[1] or "")
-    register_secret(urlsplit(config.database.url).password or "")
+    # Passwords written in clear in hub.yaml must not reach the logs either, raw or decoded.
+    for url in (config.mqtt.url, config.database.url):
+        password = urlsplit(url).password if url else None
+        if password:
+            register_secret(password)
+            register_secret(unquote(password))
+    if config.mqtt.password:
+        register_secret(config.mqtt.password)
 
 
 def load_config(path: Path) -> LoadedConfig:
@@ -585,12 +592,13 @@ def load_config(path: Path) -> LoadedConfig:
     chosen: dict[str, Path] = {}
 
     def pick_secrets(data: Any) -> SecretResolver:
+        # Called with the loaded data, so that hub.yaml can name its own secrets file.
         name = data.get("secrets_file") if isinstance(data, dict) else None
         if isinstance(name, str) and name.strip():
-            chosen["explicit"] = secrets_path = base_dir / Path(name).expanduser()
+            chosen["explicit"] = chosen["used"] = base_dir / Path(name).expanduser()
         else:
-            secrets_path = base_dir / DEFAULT_SECRETS_FILE
-        return SecretResolver(secrets_path)
+            chosen["used"] = base_dir / DEFAULT_SECRETS_FILE
+        return SecretResolver(chosen["used"])
 
     issues: list[ConfigIssue] = []
     try:
@@ -624,4 +632,10 @@ def load_config(path: Path) -> LoadedConfig:
         raise ConfigError(issues)
     _register_config_secrets(config)
     warnings = tuple(issue for issue in issues if issue.severity != "error")
-    return LoadedConfig(config=config, source=source, path=path, warnings=warnings)
+    return LoadedConfig(
+        config=config,
+        source=source,
+        path=path,
+        warnings=warnings,
+        secrets_path=chosen.get("used"),
+    )

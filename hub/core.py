@@ -286,7 +286,7 @@ class Hub:
         from hub.storage import Storage
 
         config = self.config
-        self.storage = Storage(config.database.url, flush_interval=config.database.flush_interval)
+        self.storage = Storage(config.database.resolved_url, flush_interval=config.database.flush_interval)
         await self.storage.start()
         await self.storage.load_into(self.registry)
         for device in self.registry.devices.values():

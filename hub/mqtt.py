@@ -9,7 +9,9 @@ most once per batch, so a burst of messages costs one cross-thread wake-up, not 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import threading
 import time
 from collections import deque
@@ -29,6 +31,19 @@ Unsubscribe = Callable[[], None]
 
 # Largest batch handled in one loop callback before yielding to timers and other tasks.
 _BATCH = 512
+
+
+def set_nodelay(client: Any) -> None:
+    """Turn off Nagle's algorithm on a connected paho client's socket.
+
+    paho leaves it on; a busy client's small publishes then wait for the peer's delayed ACK,
+    which shows up as latency plateaus around 40 ms. Call it from ``on_connect`` (every
+    reconnect makes a new socket).
+    """
+    sock = client.socket()
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class MqttError(Exception):
@@ -248,6 +263,7 @@ class MqttLink:
             reason = f"broker refused the connection: {reason_code}"
             loop.call_soon_threadsafe(self._set_first_result, reason)
             return
+        set_nodelay(client)
         self._connected.set()
         self.stats.connects += 1
         # Resubscribe from this thread so it is on the wire before any hook publishes.

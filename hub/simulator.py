@@ -1076,6 +1076,19 @@ _PREFIX_PATTERN = re.compile(r"^[^/+#\x00]+(/[^/+#\x00]+)*$")
 # CONNACK codes that mean "not this protocol version": v5's 0x84, and 3.1.1's 1 as paho reads it.
 _WRONG_VERSION = frozenset({0x84, 1})
 _CONNECT_TIMEOUT = 10.0
+
+
+def _close_client(client: mqtt.Client) -> None:
+    """Disconnect, stop the network thread and close every socket of a paho client."""
+    client.disconnect()
+    client.loop_stop()
+    # paho closes its wake-up socket pair only in __del__ (paho.mqtt.python#627); a client
+    # caught in a reference cycle with its callbacks would leak it until the next GC run.
+    reset = getattr(client, "_reset_sockets", None)
+    if callable(reset):
+        reset()
+
+
 _STOP_TIMEOUT = 10.0
 
 
@@ -1215,8 +1228,7 @@ class Simulator:
             self._wait_published(pending, _CONNECT_TIMEOUT, "announcing devices")
         except SimulatorError:
             client, self._client = self._client, None
-            client.disconnect()
-            client.loop_stop()
+            _close_client(client)
             raise
         if self._rate > 0:
             self._thread = threading.Thread(target=self._pace, name="hub-sim-pacer", daemon=True)
@@ -1256,8 +1268,7 @@ class Simulator:
             ) from exc
         client.loop_start()
         if not self._connack.wait(_CONNECT_TIMEOUT):
-            client.disconnect()
-            client.loop_stop()
+            _close_client(client)
             raise SimulatorError(
                 f"MQTT broker at {self._broker.host}:{self._broker.port} did not answer "
                 f"CONNECT within {_CONNECT_TIMEOUT:g} s"
@@ -1265,8 +1276,7 @@ class Simulator:
         if self._connack_code == 0:
             return client
         # Refused: stop paho's automatic retries before trying anything else.
-        client.disconnect()
-        client.loop_stop()
+        _close_client(client)
         return None
 
     def _reset_connack(self) -> None:
@@ -1370,8 +1380,7 @@ class Simulator:
                 except SimulatorError as exc:
                     _LOGGER.warning("%s", exc)
         finally:
-            client.disconnect()
-            client.loop_stop()
+            _close_client(client)
         _LOGGER.info("simulator stopped: %s", self.stats)
 
     # -- commands ----------------------------------------------------------------------

@@ -132,8 +132,7 @@ class SourceDoc:
         self._unresolved = frozenset(unresolved or ())
 
     def position(self, path: PathKey) -> Position:
-        """Return the 1-based (line, column) of ``path``: its key for a mapping entry, else its
-        node; the nearest ancestor's when ``path`` was not written in the file."""
+        """Return the (line, col) of ``path``'s key or node, else of its closest ancestor."""
         for end in range(len(path), -1, -1):
             prefix = path[:end]
             found = self._keys.get(prefix) or self._values.get(prefix)

@@ -244,6 +244,20 @@ async def test_a_taken_port_raises_broker_error_with_mosquittos_log_line() -> No
         await broker.stop()
 
 
+async def test_a_broker_that_never_answers_times_out_and_is_stopped(tmp_path: Path) -> None:
+    stuck = tmp_path / "stuck-mosquitto"
+    stuck.write_text('#!/bin/sh\necho "stuck broker: listening never"\nexec sleep 30\n')
+    stuck.chmod(0o755)
+    broker = MosquittoBroker(binary=str(stuck))
+    broker.start_timeout = 0.5
+    children_before = {p.pid for p in psutil.Process().children()}
+    with pytest.raises(BrokerError, match=r"within 0.5 s(.|\n)*stuck broker: listening never"):
+        await broker.start()
+    assert not broker.running
+    assert {p.pid for p in psutil.Process().children()} <= children_before
+    await broker.stop()
+
+
 def test_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BrokerError, match="does not exist or is not executable"):
         MosquittoBroker(binary=str(tmp_path / "no-mosquitto"))

@@ -165,6 +165,7 @@ def test_secrets_file_beside_the_config_and_missing_secret(tmp_path: Path) -> No
     (tmp_path / "secrets.yaml").write_text("mqtt_password: very-secret-1\n")
     good = write(tmp_path, "mqtt:\n  username: hub\n  password: !secret mqtt_password\n")
     loaded = load_config(good)
+    assert loaded.secrets_path == tmp_path / "secrets.yaml"
     assert loaded.config.mqtt.password == "very-secret-1"
     assert loaded.config.mqtt.login == ("hub", "very-secret-1")
     assert redact("pw=very-secret-1") == "pw=***"
@@ -180,7 +181,9 @@ def test_explicit_secrets_file(tmp_path: Path) -> None:
     (tmp_path / "private").mkdir()
     (tmp_path / "private" / "s.yaml").write_text("client: hub-client-7\n")
     path = write(tmp_path, "mqtt:\n  client_id: !secret client\nsecrets_file: private/s.yaml\n")
-    assert load_config(path).config.mqtt.client_id == "hub-client-7"
+    loaded = load_config(path)
+    assert loaded.config.mqtt.client_id == "hub-client-7"
+    assert loaded.secrets_path == tmp_path / "private" / "s.yaml"
     missing = write(tmp_path, "secrets_file: nope.yaml\n", "other.yaml")
     assert errors_of(missing) == [
         f"{missing}:1:15: secrets_file: secrets file not found: {tmp_path / 'nope.yaml'}"
@@ -261,12 +264,12 @@ def test_group_named_like_an_area_is_a_warning(tmp_path: Path) -> None:
 
 
 def test_mqtt_url_forms(tmp_path: Path) -> None:
-    path = write(tmp_path, "mqtt:\n  url: mqtts://hub:p%40ss@broker.lan\n  protocol: 5\n")
+    path = write(tmp_path, "mqtt:\n  url: mqtts://hub:zz%40pass-4711@broker.lan\n  protocol: 5\n")
     mqtt = load_config(path).config.mqtt
     assert (mqtt.host, mqtt.port, mqtt.tls) == ("broker.lan", 8883, True)
-    assert mqtt.login == ("hub", "p@ss")
+    assert mqtt.login == ("hub", "zz@pass-4711")
     assert mqtt.protocol == "5"
-    assert redact("pw p@ss") == "pw ***"
+    assert redact("pw zz@pass-4711 zz%40pass-4711") == "pw *** ***"
     bad = write(tmp_path, "mqtt:\n  url: mqtt://u:topsecret@broker:70000\n", "bad.yaml")
     assert errors_of(bad) == [
         f"{bad}:2:8: mqtt.url: the broker URL 'mqtt://u:***@broker:70000' has an invalid "

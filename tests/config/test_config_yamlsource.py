@@ -184,7 +184,7 @@ def test_secret_without_any_secrets_file(tmp_path: Path) -> None:
 
 
 def test_errors_in_the_secrets_file_are_reported_there(tmp_path: Path) -> None:
-    secrets = write(tmp_path, "good: value-1\nnested:\n  a: 1\n", "secrets.yaml")
+    secrets = write(tmp_path, "good: zz-value-4711\nnested:\n  a: 1\n", "secrets.yaml")
     path = write(tmp_path, "x: !secret good\ny: !secret nested\n")
     issues = load_issues(path, secrets=SecretResolver(secrets))
     assert f"{secrets}:2:1: nested: secret 'nested' must be a single value" in issues
@@ -192,7 +192,7 @@ def test_errors_in_the_secrets_file_are_reported_there(tmp_path: Path) -> None:
 
 
 def test_env_tag_with_and_without_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HUB_TEST_BROKER", "broker.lan")
+    monkeypatch.setenv("HUB_TEST_BROKER", "zz-broker-4711.lan")
     monkeypatch.delenv("HUB_TEST_UNSET", raising=False)
     path = write(
         tmp_path,
@@ -203,7 +203,7 @@ def test_env_tag_with_and_without_default(tmp_path: Path, monkeypatch: pytest.Mo
         """,
     )
     doc = load_yaml(path)
-    assert doc.data == {"host": "broker.lan", "port": "1883", "empty_default": ""}
+    assert doc.data == {"host": "zz-broker-4711.lan", "port": "1883", "empty_default": ""}
     assert doc.origin(("host",)) == "environment variable 'HUB_TEST_BROKER'"
     assert doc.origin(("port",)) is None
 
@@ -218,8 +218,8 @@ def test_unset_env_without_default_is_an_issue(
 
 
 def test_dollar_brace_substitution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HUB_TEST_USER", "alice")
-    monkeypatch.setenv("HUB_TEST_PASS", "pa55-word")
+    monkeypatch.setenv("HUB_TEST_USER", "zz-user-4711")
+    monkeypatch.setenv("HUB_TEST_PASS", "zz-pass-4711")
     monkeypatch.delenv("HUB_TEST_UNSET", raising=False)
     path = write(
         tmp_path,
@@ -231,7 +231,7 @@ def test_dollar_brace_substitution(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     )
     doc = load_yaml(path)
     assert doc.data == {
-        "url": "mqtt://alice:pa55-word@broker",
+        "url": "mqtt://zz-user-4711:zz-pass-4711@broker",
         "plain": "prefix-fallback",
         "literal": "${NOT_EXPANDED}",
     }

@@ -226,6 +226,7 @@ def test_cover_travels_stops_and_reports_arrival() -> None:
     assert cover.next_wakeup() is None
     cover.apply_command(cmd("cover", "set_position", {"position": 50}), now=NOON + 23)
     wake = cover.next_wakeup()
+    assert wake is not None
     assert wake == pytest.approx(NOON + 23 + 30 * Cover.TRAVEL_SECONDS / 100)
     assert cover.next_report(wake - 1, rng)["cover"]["state"] == "opening"
     assert cover.next_report(wake, rng) == {"cover": {"state": "open", "position": 50}}
@@ -498,6 +499,7 @@ class Probe:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        self.client._reset_sockets()  # paho closes its socket pair only in __del__ (#627)
 
 
 @pytest.fixture
