@@ -160,6 +160,7 @@ class CommandResult:
     ok: bool
     reason: str = ""
     latency_s: float | None = None
+    superseded_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready form."""
@@ -169,6 +170,7 @@ class CommandResult:
             "ok": self.ok,
             "reason": self.reason,
             "latency_ms": None if self.latency_s is None else round(self.latency_s * 1000, 3),
+            "superseded_by": self.superseded_by,
         }
 
 
@@ -306,7 +308,9 @@ class CommandRouter:
         # a device that reconnected and resubscribed without re-announcing itself.
         if pending.future.done():
             return
-        self._resend_one(pending)
+        items = self._pending.get(pending.entity.id)
+        if items and items[-1] is pending:
+            self._resend_one(pending)
         pending.timer = asyncio.get_running_loop().call_later(remaining, self._expire, pending)
 
     def _fail_now(
@@ -335,13 +339,16 @@ class CommandRouter:
         confirmed = [p for p in items if p.expect(value, attributes)]
         if not confirmed:
             return None
-        remaining = [p for p in items if p not in confirmed]
+        # Last command wins: commands issued before a confirmed one are settled by it.
+        newest = confirmed[-1]
+        superseded = [p for p in items if p not in confirmed and p.issued_at <= newest.issued_at]
+        remaining = [p for p in items if p not in confirmed and p not in superseded]
         if remaining:
             self._pending[entity_id] = remaining
         else:
             del self._pending[entity_id]
         now = time.time()
-        for pending in confirmed:
+        for pending in confirmed + superseded:
             if pending.timer is not None:
                 pending.timer.cancel()
             self._bus.publish(
@@ -352,7 +359,10 @@ class CommandRouter:
             )
             if not pending.future.done():
                 pending.future.set_result(
-                    CommandResult(pending.command_id, entity_id, ok=True, latency_s=now - pending.issued_at)
+                    CommandResult(
+                        pending.command_id, entity_id, ok=True, latency_s=now - pending.issued_at,
+                        superseded_by=None if pending in confirmed else newest.command_id,
+                    )
                 )
         return confirmed[-1].context
 
@@ -388,9 +398,11 @@ class CommandRouter:
         """
         count = 0
         for items in list(self._pending.values()):
-            for pending in items:
-                if device_id is None or pending.entity.device_id == device_id:
-                    count += self._resend_one(pending)
+            # Only the newest command per entity: re-sending older ones after it would
+            # reorder them and leave the device at a stale state.
+            newest = items[-1]
+            if device_id is None or newest.entity.device_id == device_id:
+                count += self._resend_one(newest)
         return count
 
     def _resend_one(self, pending: _Pending) -> int:

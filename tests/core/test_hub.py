@@ -288,6 +288,10 @@ async def test_broker_restart_mid_command_stream_loses_no_command(
         results = await asyncio.gather(*futures)
         failed = [r for r in results if not r.ok]
         assert not failed, failed[:3]
+        # Each command was confirmed by the device, or settled by a newer one to the same
+        # light (last command wins); the newest one was confirmed itself.
+        assert results[-1].superseded_by is None
+        assert all(r.superseded_by is None for r in results[:15])
         assert hub.registry.states["office_light.light"].attributes["brightness"] == 49
         # after the restart the broker had no retained state: the hub republished it
         with MqttProbe(url) as probe:
