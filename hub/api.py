@@ -163,8 +163,13 @@ class PluginContext:
         self._hub.reject(topic, reason, kind=kind)
 
     async def command(
-        self, target: str, action: str, params: Mapping[str, Any] | None = None,
-        *, context: Context | None = None, timeout: float | None = None,
+        self,
+        target: str,
+        action: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        context: Context | None = None,
+        timeout: float | None = None,
     ) -> list[CommandResult]:
         """Issue a command and wait for its results (raises CommandError if it cannot be sent)."""
         ctx = context or Context(Origin.PLUGIN, self.name)

@@ -123,7 +123,9 @@ class BenchHome:
         self.client.subscribe(f"{_PREFIX}/+/set", qos=1)
         for device in self.devices:
             topic = f"{_PREFIX}/{device.id}"
-            self.client.publish(f"{topic}/config", orjson.dumps(device.config_payload()), qos=1, retain=True)
+            self.client.publish(
+                f"{topic}/config", orjson.dumps(device.config_payload()), qos=1, retain=True
+            )
             self.client.publish(f"{topic}/availability", b"online", qos=1, retain=True)
             self.client.publish(f"{topic}/state", orjson.dumps(device.initial_state()), qos=1)
 
@@ -138,7 +140,9 @@ class BenchHome:
             client.publish(f"{_PREFIX}/{device_id}/state", orjson.dumps(reply))
             self.replies += 1
 
-    def run_load(self, rate: float, duration: float, on_tick: Callable[[], None] | None = None) -> float:
+    def run_load(
+        self, rate: float, duration: float, on_tick: Callable[[], None] | None = None
+    ) -> float:
         """Publish ``rate`` reports/s for ``duration`` s, paced on a monotonic schedule."""
         publish = self.client.publish
         devices = self.devices
@@ -192,7 +196,13 @@ class Observer:
     def connect(self) -> None:
         """Subscribe to the hub's topics."""
         _connect(self.client, self.port)
-        for topic in ("devices/+/state", "events/command_confirmed", "events/command_failed", "stats", "status"):
+        for topic in (
+            "devices/+/state",
+            "events/command_confirmed",
+            "events/command_failed",
+            "stats",
+            "status",
+        ):
             self.client.subscribe(f"{_BASE}/{topic}", qos=0)
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
@@ -318,7 +328,8 @@ class HubProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "hub", "run", "--config", str(self.config_path)],
-                stdout=log, stderr=subprocess.STDOUT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     def cpu_seconds(self) -> float:
@@ -415,7 +426,8 @@ class Bench:
             home.connect()
             self.progress(f"registering {self.devices} devices ...")
             if not observer.wait_for(lambda s: s.stats.get("devices", 0) >= self.devices, 60):
-                raise RuntimeError(f"the hub registered {observer.seen.stats.get('devices')} of {self.devices} devices")
+                registered = observer.seen.stats.get("devices")
+                raise RuntimeError(f"the hub registered {registered} of {self.devices} devices")
             time.sleep(1.5)  # let the storage flush land
             hub.stop()
             # Second run: start-up time with a warm database of N devices.
@@ -424,7 +436,9 @@ class Bench:
             if not observer.wait_for(lambda s: s.status == "online", 30):
                 raise RuntimeError(f"the hub did not come back online:\n{hub.log_tail()}")
             startup = observer.seen.status_at - hub.started_at
-            self.progress(f"hub started in {startup:.2f} s with {self.devices} devices in its database")
+            self.progress(
+                f"hub started in {startup:.2f} s with {self.devices} devices in its database"
+            )
             yield broker, hub, home, observer, startup
         finally:
             hub.stop()
@@ -438,8 +452,14 @@ class Bench:
             loop_thread.join(timeout=5)
 
     def step(
-        self, hub: HubProcess, home: BenchHome, observer: Observer, port: int, protocol: str,
-        rate: float, duration: float,
+        self,
+        hub: HubProcess,
+        home: BenchHome,
+        observer: Observer,
+        port: int,
+        protocol: str,
+        rate: float,
+        duration: float,
     ) -> Step:
         """Drive one load level and return its figures."""
         self._settle(observer)
@@ -479,10 +499,17 @@ class Bench:
         expected = sent + replies + commands
         received = observer.seen.stats.get("received", 0) - base_received
         return Step(
-            rate=rate, duration=duration, sent=sent, sent_rate=sent_rate, hub_received=received,
-            lost=max(0, expected - received), cpu_s=cpu,
-            state_ms=list(observer.seen.state_ms), command_ms=list(observer.seen.command_ms),
-            commands_failed=observer.seen.commands_failed, floor_ms=list(floor.samples),
+            rate=rate,
+            duration=duration,
+            sent=sent,
+            sent_rate=sent_rate,
+            hub_received=received,
+            lost=max(0, expected - received),
+            cpu_s=cpu,
+            state_ms=list(observer.seen.state_ms),
+            command_ms=list(observer.seen.command_ms),
+            commands_failed=observer.seen.commands_failed,
+            floor_ms=list(floor.samples),
         )
 
     def _settle(self, observer: Observer, deadline: float = 10.0) -> None:
@@ -492,13 +519,19 @@ class Bench:
         while time.monotonic() < end:
             stats = observer.seen.stats
             received = stats.get("received", 0)
-            if received == previous and stats.get("pending_inbound", 1) == 0 and not observer.issued:
+            if (
+                received == previous
+                and stats.get("pending_inbound", 1) == 0
+                and not observer.issued
+            ):
                 return
             previous = received
             time.sleep(2.1)
 
 
-def _report(step: Step, *, scenario: str, devices: int, startup: float, peak_rss: float, broker: str) -> dict[str, Any]:
+def _report(
+    step: Step, *, scenario: str, devices: int, startup: float, peak_rss: float, broker: str
+) -> dict[str, Any]:
     ingested = step.hub_received
     return {
         "scenario": scenario,
@@ -514,7 +547,9 @@ def _report(step: Step, *, scenario: str, devices: int, startup: float, peak_rss
         "cpu_s_per_1k_msgs": round(step.cpu_s / max(1, ingested) * 1000, 4),
         "peak_rss_mb": peak_rss,
         "startup_s": round(startup, 3),
-        "floor_rtt_ms": {k: v for k, v in percentiles(step.floor_ms).items() if k in ("p50", "p99")},
+        "floor_rtt_ms": {
+            k: v for k, v in percentiles(step.floor_ms).items() if k in ("p50", "p99")
+        },
         "broker": broker,
         "machine": {
             "cpu": _cpu_model(),
@@ -535,7 +570,12 @@ def _cpu_model() -> str:
 
 
 def run_bench(
-    *, devices: int, rate: float, duration: float, scenario: str, find_max: bool,
+    *,
+    devices: int,
+    rate: float,
+    duration: float,
+    scenario: str,
+    find_max: bool,
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
     """Run the benchmark and return the JSON report."""
@@ -545,27 +585,48 @@ def run_bench(
         if not find_max:
             progress(f"load: {rate:g} msgs/s for {duration:g} s")
             step = bench.step(hub, home, observer, broker.port, protocol, rate, duration)
-            report = _report(step, scenario=scenario, devices=devices, startup=startup,
-                             peak_rss=hub.peak_rss_mb(), broker=broker.describe())
-            return report
+            return _report(
+                step,
+                scenario=scenario,
+                devices=devices,
+                startup=startup,
+                peak_rss=hub.peak_rss_mb(),
+                broker=broker.describe(),
+            )
         steps: list[dict[str, Any]] = []
         best: Step | None = None
         level = 2000.0
         while level <= 40000:
-            step = bench.step(hub, home, observer, broker.port, protocol, level, min(duration, MAX_STEP_SECONDS))
+            step = bench.step(
+                hub, home, observer, broker.port, protocol, level, min(duration, MAX_STEP_SECONDS)
+            )
             ok = step.lost == 0 and step.sent_rate >= 0.95 * level
-            steps.append({"rate": level, "sent_rate": round(step.sent_rate), "lost": step.lost,
-                          "state_p99_ms": percentiles(step.state_ms)["p99"]})
-            progress(f"  {level:>7.0f} msgs/s: sent {step.sent_rate:>8.0f}/s, lost {step.lost}"
-                     f"{'' if ok else '  <- limit'}")
+            steps.append(
+                {
+                    "rate": level,
+                    "sent_rate": round(step.sent_rate),
+                    "lost": step.lost,
+                    "state_p99_ms": percentiles(step.state_ms)["p99"],
+                }
+            )
+            progress(
+                f"  {level:>7.0f} msgs/s: sent {step.sent_rate:>8.0f}/s, lost {step.lost}"
+                f"{'' if ok else '  <- limit'}"
+            )
             if not ok:
                 break
             best = step
             level = level * 1.5 if level < 10000 else level + 4000
         if best is None:
             raise RuntimeError("even the lowest step lost messages")
-        report = _report(best, scenario=scenario, devices=devices, startup=startup,
-                         peak_rss=hub.peak_rss_mb(), broker=broker.describe())
+        report = _report(
+            best,
+            scenario=scenario,
+            devices=devices,
+            startup=startup,
+            peak_rss=hub.peak_rss_mb(),
+            broker=broker.describe(),
+        )
         report["max_zero_loss_rate"] = best.rate
         report["steps"] = steps
         return report
@@ -573,6 +634,7 @@ def run_bench(
 
 def format_table(report: dict[str, Any]) -> str:
     """Render the report as a small table."""
+
     def lat(name: str) -> str:
         d = report[name]
         if d.get("p50") is None:
@@ -587,7 +649,10 @@ def format_table(report: dict[str, Any]) -> str:
         ("ingested", f"{report['ingest_msgs_per_s']:g} msgs/s"),
         ("lost", report["lost"]),
         ("publish -> state", lat("state_latency_ms")),
-        ("command -> confirmed", lat("command_latency_ms") + f"  ({report['command_latency_ms']['failed']} failed)"),
+        (
+            "command -> confirmed",
+            lat("command_latency_ms") + f"  ({report['command_latency_ms']['failed']} failed)",
+        ),
         ("floor (bare paho)", lat("floor_rtt_ms")),
         ("CPU per 1k msgs", f"{report['cpu_s_per_1k_msgs']:.4f} s"),
         ("peak RSS", f"{report['peak_rss_mb']:g} MB"),
@@ -603,7 +668,10 @@ def format_table(report: dict[str, Any]) -> str:
 def run_bench_command(args: argparse.Namespace) -> int:
     """The body of ``hub bench``."""
     if args.scenario not in SCENARIOS:
-        print(f"hub bench: unknown scenario {args.scenario!r}; choose from {', '.join(SCENARIOS)}", file=sys.stderr)
+        print(
+            f"hub bench: unknown scenario {args.scenario!r}; choose from {', '.join(SCENARIOS)}",
+            file=sys.stderr,
+        )
         return 2
     if args.devices < 1 or args.rate <= 0 or args.duration <= 0:
         print("hub bench: --devices, --rate and --duration must be positive", file=sys.stderr)
@@ -613,8 +681,14 @@ def run_bench_command(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr, flush=True)
 
     try:
-        report = run_bench(devices=args.devices, rate=args.rate, duration=args.duration,
-                           scenario=args.scenario, find_max=args.max, progress=progress)
+        report = run_bench(
+            devices=args.devices,
+            rate=args.rate,
+            duration=args.duration,
+            scenario=args.scenario,
+            find_max=args.max,
+            progress=progress,
+        )
     except RuntimeError as exc:
         print(f"hub bench: {exc}", file=sys.stderr)
         return 1
@@ -623,4 +697,3 @@ def run_bench_command(args: argparse.Namespace) -> int:
     else:
         print(format_table(report))
     return 0 if report["lost"] == 0 else 1
-

@@ -40,10 +40,8 @@ class EventBus:
         self._tasks: set[asyncio.Task[None]] = set()
         self.listener_errors = 0
 
-    def subscribe(
-        self, event_type: type[E], callback: Listener[E], *, owner: str
-    ) -> Unsubscribe:
-        """Call ``callback`` for every event of ``event_type``; return the function that stops it."""
+    def subscribe(self, event_type: type[E], callback: Listener[E], *, owner: str) -> Unsubscribe:
+        """Call ``callback`` for each event of ``event_type``; return the function that stops it."""
         return self._add(self._by_type.setdefault(event_type, []), callback, owner)
 
     def subscribe_all(self, callback: Listener[Event], *, owner: str) -> Unsubscribe:

@@ -20,7 +20,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", metavar="FILE", type=Path, default=Path("hub.yaml"),
+        "--config",
+        metavar="FILE",
+        type=Path,
+        default=Path("hub.yaml"),
         help="configuration file (default: ./hub.yaml)",
     )
 
@@ -43,17 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(run)
 
     demo = sub.add_parser(
-        "demo", help="run a broker, the hub and a simulated home",
+        "demo",
+        help="run a broker, the hub and a simulated home",
         description="Start a broker (unless hub.yaml names one), the hub, SQLite storage and a "
         "simulated home that publishes realistic traffic and obeys commands. Ctrl-C stops it.",
     )
     _add_config(demo)
-    demo.add_argument("--devices", type=int, default=36, help="simulated devices (default 36, at least 30)")
-    demo.add_argument("--rate", type=float, default=10.0, help="state reports per second (default 10)")
+    demo.add_argument(
+        "--devices", type=int, default=36, help="simulated devices (default 36, at least 30)"
+    )
+    demo.add_argument(
+        "--rate", type=float, default=10.0, help="state reports per second (default 10)"
+    )
     demo.add_argument("--seed", type=int, default=1, help="random seed of the simulated home")
 
     check = sub.add_parser(
-        "check", help="validate the configuration",
+        "check",
+        help="validate the configuration",
         description="Validate hub.yaml (and enabled plug-ins' settings). Prints each problem as "
         "file:line:col: path: message. Exit 1 if there is any error.",
     )
@@ -61,31 +70,46 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(check)
 
     simulate = sub.add_parser(
-        "simulate", help="run the simulated home against any broker",
+        "simulate",
+        help="run the simulated home against any broker",
         description="Run the simulated home on its own against a broker, until Ctrl-C.",
     )
     _add_config(simulate)
-    simulate.add_argument("--broker", metavar="URL", help="broker URL (default: hub.yaml's mqtt.url, else mqtt://127.0.0.1:1883)")
+    simulate.add_argument(
+        "--broker",
+        metavar="URL",
+        help="broker URL (default: hub.yaml's mqtt.url, else mqtt://127.0.0.1:1883)",
+    )
     simulate.add_argument("--devices", type=int, default=36, help="number of devices (default 36)")
-    simulate.add_argument("--rate", type=float, default=10.0, help="state reports per second in total (default 10)")
-    simulate.add_argument("--prefix", help="device topic prefix (default: hub.yaml's hub.device_topic)")
+    simulate.add_argument(
+        "--rate", type=float, default=10.0, help="state reports per second in total (default 10)"
+    )
+    simulate.add_argument(
+        "--prefix", help="device topic prefix (default: hub.yaml's hub.device_topic)"
+    )
     simulate.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
 
     bench = sub.add_parser(
-        "bench", help="measure throughput and latency",
+        "bench",
+        help="measure throughput and latency",
         description="Start a private broker, the hub and the simulator; drive a fixed load and "
         "report ingest rate, loss, latency, CPU, memory and start-up time.",
     )
     _add_config(bench)
     _add_json(bench)
     bench.add_argument("--devices", type=int, default=200, help="simulated devices (default 200)")
-    bench.add_argument("--rate", type=float, default=2000.0, help="messages per second (default 2000)")
+    bench.add_argument(
+        "--rate", type=float, default=2000.0, help="messages per second (default 2000)"
+    )
     bench.add_argument("--duration", type=float, default=20.0, help="seconds of load (default 20)")
     bench.add_argument("--scenario", default="core", help="load scenario (default core)")
-    bench.add_argument("--max", action="store_true", help="find the highest rate sustained with zero loss")
+    bench.add_argument(
+        "--max", action="store_true", help="find the highest rate sustained with zero loss"
+    )
 
     devices = sub.add_parser(
-        "devices", help="list devices with their state",
+        "devices",
+        help="list devices with their state",
         description="List the devices the hub knows, with availability and entity states.",
     )
     _add_config(devices)
@@ -123,7 +147,9 @@ def setup_logging(level: str, fmt: str = "text") -> None:
 
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -132,9 +158,7 @@ def setup_logging(level: str, fmt: str = "text") -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
-async def _run_hub(
-    loaded: LoadedConfig, *, on_started: Any = None, on_stopping: Any = None
-) -> int:
+async def _run_hub(loaded: LoadedConfig, *, on_started: Any = None, on_stopping: Any = None) -> int:
     from hub.core import Hub
     from hub.mqtt import MqttError
     from hub.storage import StorageError
@@ -190,14 +214,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         assert hub.mqtt is not None
         url = hub.broker.url if hub.broker is not None else loaded.config.mqtt.url
+        assert url is not None  # the hub is connected, so it has a broker URL
         sim = Simulator(
-            url, build_home(args.devices, seed=args.seed), rate=args.rate,
-            prefix=loaded.config.hub.device_topic, client_id="hub-demo-simulator",
+            url,
+            build_home(args.devices, seed=args.seed),
+            rate=args.rate,
+            prefix=loaded.config.hub.device_topic,
+            client_id="hub-demo-simulator",
         )
         await asyncio.to_thread(sim.start)
         simulators.append(sim)
         base = hub.base_topic
-        broker = hub.broker.describe() if hub.broker is not None else f"{hub.mqtt.address.display()} (from {loaded.path})"
+        broker = (
+            hub.broker.describe()
+            if hub.broker is not None
+            else f"{hub.mqtt.address.display()} (from {loaded.path})"
+        )
         print(
             "\n".join(
                 [
@@ -205,11 +237,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     "hub demo is running",
                     f"  broker     {broker}",
                     f"  database   {_display_db(loaded.config.database.resolved_url)}",
-                    f"  simulated  {args.devices} devices, {args.rate:g} reports/s on {loaded.config.hub.device_topic}/#",
+                    f"  simulated  {args.devices} devices, {args.rate:g} reports/s"
+                    f" on {loaded.config.hub.device_topic}/#",
                     "",
                     "where to look",
                     f"  live model     mosquitto_sub -p {hub.mqtt.address.port} -t '{base}/#' -v",
-                    f"  a command      mosquitto_pub -p {hub.mqtt.address.port} -t '{base}/devices/kitchen_light/set' -m '{{\"entity\":\"light\",\"action\":\"turn_on\",\"params\":{{\"brightness\":200}}}}'",
+                    f"  a command      mosquitto_pub -p {hub.mqtt.address.port}"
+                    f" -t '{base}/devices/kitchen_light/set'"
+                    """ -m '{"entity":"light","action":"turn_on","params":{"brightness":200}}'""",
                     f"  devices        hub devices --config {loaded.path}",
                     "",
                     "Ctrl-C stops everything cleanly.",
@@ -246,15 +281,26 @@ def cmd_check(args: argparse.Namespace) -> int:
         issues = list(exc.issues)
     errors = [i for i in issues if i.severity == "error"]
     if args.json:
-        print(json.dumps({
-            "file": str(args.config),
-            "ok": not errors,
-            "issues": [
-                {"file": i.file, "line": i.line, "col": i.col, "path": i.path,
-                 "message": i.message, "severity": i.severity}
-                for i in issues
-            ],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "file": str(args.config),
+                    "ok": not errors,
+                    "issues": [
+                        {
+                            "file": i.file,
+                            "line": i.line,
+                            "col": i.col,
+                            "path": i.path,
+                            "message": i.message,
+                            "severity": i.severity,
+                        }
+                        for i in issues
+                    ],
+                },
+                indent=2,
+            )
+        )
     else:
         for issue in issues:
             print(issue)
@@ -275,10 +321,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     setup_logging(loaded.config.logging.level)
     url = args.broker or loaded.config.mqtt.url or "mqtt://127.0.0.1:1883"
     prefix = args.prefix or loaded.config.hub.device_topic
-    print(f"simulating {args.devices} devices at {args.rate:g} reports/s on {prefix}/# via {_display_db(url)}; Ctrl-C stops")
+    print(
+        f"simulating {args.devices} devices at {args.rate:g} reports/s on {prefix}/#"
+        f" via {_display_db(url)}; Ctrl-C stops"
+    )
     try:
-        run_simulator(url, devices=args.devices, rate=args.rate, prefix=prefix, seed=args.seed,
-                      progress=lambda line: print(line, flush=True))
+        run_simulator(
+            url,
+            devices=args.devices,
+            rate=args.rate,
+            prefix=prefix,
+            seed=args.seed,
+            progress=lambda line: print(line, flush=True),
+        )
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # a broker that is not there, typically
@@ -335,10 +390,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def _format_value(value: Any, unit: str | None) -> str:
-    if isinstance(value, float):
-        text = f"{value:.2f}".rstrip("0").rstrip(".")
-    else:
-        text = str(value)
+    text = f"{value:.2f}".rstrip("0").rstrip(".") if isinstance(value, float) else str(value)
     return f"{text} {unit}" if unit else text
 
 

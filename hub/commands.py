@@ -39,7 +39,12 @@ class Dialect(Protocol):
     """How one device family is told what to do (the built-in convention, or an adapter)."""
 
     def send_command(
-        self, device: Device, entity: Entity, action: str, params: Mapping[str, Any], command_id: str
+        self,
+        device: Device,
+        entity: Entity,
+        action: str,
+        params: Mapping[str, Any],
+        command_id: str,
     ) -> None:
         """Publish the native message for this command; raise CommandError if unsupported."""
 
@@ -86,7 +91,13 @@ def expectation_for(
         offer = f"; it accepts {', '.join(allowed)}" if allowed else "; it accepts no commands"
         raise CommandError(f"{entity.id} is a {entity.kind.value} and cannot {action}{offer}")
     known = {
-        "brightness", "color_temp", "transition", "position", "temperature", "mode", "color",
+        "brightness",
+        "color_temp",
+        "transition",
+        "position",
+        "temperature",
+        "mode",
+        "color",
     }
     unknown = set(params) - known
     if unknown:
@@ -192,9 +203,7 @@ class _Pending:
 class CommandRouter:
     """Routes commands to dialects and tracks each until it is confirmed or times out."""
 
-    def __init__(
-        self, registry: Registry, bus: EventBus, *, timeout: float = 5.0
-    ) -> None:
+    def __init__(self, registry: Registry, bus: EventBus, *, timeout: float = 5.0) -> None:
         self._registry = registry
         self._bus = bus
         self.timeout = timeout
@@ -207,7 +216,11 @@ class CommandRouter:
         if owner in self._dialects:
             raise ValueError(f"a dialect for {owner!r} is already registered")
         self._dialects[owner] = dialect
-        return lambda: self._dialects.pop(owner, None)  # type: ignore[func-returns-value]
+
+        def undo() -> None:
+            self._dialects.pop(owner, None)
+
+        return undo
 
     def has_pending(self, entity_id: str) -> bool:
         """True when a command to this entity awaits confirmation (checked on every report)."""
@@ -218,7 +231,9 @@ class CommandRouter:
         """Commands sent and not yet confirmed or failed."""
         return sum(len(items) for items in self._pending.values())
 
-    def issue(self, command: Command, *, timeout: float | None = None) -> list[asyncio.Future[CommandResult]]:
+    def issue(
+        self, command: Command, *, timeout: float | None = None
+    ) -> list[asyncio.Future[CommandResult]]:
         """Send ``command`` to every entity it targets; return one future result per entity.
 
         Raises CommandError before anything is sent if the target is unknown, or if no
@@ -239,7 +254,9 @@ class CommandRouter:
         prepared: list[tuple[Entity, Expectation | None]] = []
         for entity in entities:
             current = self._registry.states.get(entity.id)
-            prepared.append((entity, expectation_for(entity, command.action, command.params, current)))
+            prepared.append(
+                (entity, expectation_for(entity, command.action, command.params, current))
+            )
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[CommandResult]] = []
         wait = self.timeout if timeout is None else timeout
@@ -248,7 +265,9 @@ class CommandRouter:
             futures.append(self._send_one(loop, command, command_id, entity, expect, wait))
         return futures
 
-    async def execute(self, command: Command, *, timeout: float | None = None) -> list[CommandResult]:
+    async def execute(
+        self, command: Command, *, timeout: float | None = None
+    ) -> list[CommandResult]:
         """Issue ``command`` and wait for every entity's result."""
         return list(await asyncio.gather(*self.issue(command, timeout=timeout)))
 
@@ -278,7 +297,10 @@ class CommandRouter:
         if device is None or dialect is None:
             owner = device.owner if device else "?"
             return self._fail_now(
-                future, command, command_id, entity,
+                future,
+                command,
+                command_id,
+                entity,
                 f"no dialect is loaded for {entity.device_id} (owner {owner!r})",
             )
         try:
@@ -291,13 +313,22 @@ class CommandRouter:
         if expect is None:
             result = CommandResult(command_id, entity.id, ok=True, latency_s=0.0)
             self._bus.publish(
-                CommandConfirmed(command_id, command.request_id, entity.id, now, now, command.context)
+                CommandConfirmed(
+                    command_id, command.request_id, entity.id, now, now, command.context
+                )
             )
             future.set_result(result)
             return future
         pending = _Pending(
-            command_id, command.request_id, entity, command.action, command.params,
-            command.context, expect, now, future,
+            command_id,
+            command.request_id,
+            entity,
+            command.action,
+            command.params,
+            command.context,
+            expect,
+            now,
+            future,
         )
         pending.timer = loop.call_later(timeout / 2, self._retry, pending, timeout / 2)
         self._pending.setdefault(entity.id, []).append(pending)
@@ -327,7 +358,9 @@ class CommandRouter:
         future.set_result(CommandResult(command_id, entity.id, ok=False, reason=reason))
         return future
 
-    def on_report(self, entity_id: str, value: Any, attributes: Mapping[str, Any]) -> Context | None:
+    def on_report(
+        self, entity_id: str, value: Any, attributes: Mapping[str, Any]
+    ) -> Context | None:
         """Confirm pending commands this report satisfies; return the context it inherits.
 
         Called for every state report of an entity with pending commands, before the state is
@@ -353,14 +386,21 @@ class CommandRouter:
                 pending.timer.cancel()
             self._bus.publish(
                 CommandConfirmed(
-                    pending.command_id, pending.request_id, entity_id, pending.issued_at, now,
+                    pending.command_id,
+                    pending.request_id,
+                    entity_id,
+                    pending.issued_at,
+                    now,
                     pending.context,
                 )
             )
             if not pending.future.done():
                 pending.future.set_result(
                     CommandResult(
-                        pending.command_id, entity_id, ok=True, latency_s=now - pending.issued_at,
+                        pending.command_id,
+                        entity_id,
+                        ok=True,
+                        latency_s=now - pending.issued_at,
                         superseded_by=None if pending in confirmed else newest.command_id,
                     )
                 )
@@ -383,7 +423,9 @@ class CommandRouter:
                 f"(sent {pending.sends} time{'s' if pending.sends > 1 else ''})"
             )
         self._bus.publish(
-            CommandFailed(pending.command_id, pending.request_id, pending.entity.id, reason, pending.context)
+            CommandFailed(
+                pending.command_id, pending.request_id, pending.entity.id, reason, pending.context
+            )
         )
         if not pending.future.done():
             pending.future.set_result(
@@ -430,10 +472,18 @@ class CommandRouter:
                 if pending.timer is not None:
                     pending.timer.cancel()
                 self._bus.publish(
-                    CommandFailed(pending.command_id, pending.request_id, pending.entity.id, reason, pending.context)
+                    CommandFailed(
+                        pending.command_id,
+                        pending.request_id,
+                        pending.entity.id,
+                        reason,
+                        pending.context,
+                    )
                 )
                 if not pending.future.done():
                     pending.future.set_result(
-                        CommandResult(pending.command_id, pending.entity.id, ok=False, reason=reason)
+                        CommandResult(
+                            pending.command_id, pending.entity.id, ok=False, reason=reason
+                        )
                     )
         self._pending.clear()

@@ -19,6 +19,7 @@ from hub.events import (
     DeviceAvailability,
     DeviceRegistered,
     DeviceRemoved,
+    Event,
     PayloadRejected,
     StateChanged,
 )
@@ -73,9 +74,7 @@ class Hub:
         self.source = source  # where each setting was written, for plug-in settings errors
         self.registry = Registry()
         self.bus = EventBus()
-        self.commands = CommandRouter(
-            self.registry, self.bus, timeout=config.hub.command_timeout
-        )
+        self.commands = CommandRouter(self.registry, self.bus, timeout=config.hub.command_timeout)
         self.stats = HubStats()
         self.mqtt: MqttLink | None = None
         self.storage: Storage | None = None
@@ -121,7 +120,11 @@ class Hub:
         entity_id = entity.id
         states = self.registry.states
         old = states.get(entity_id)
-        cause = self.commands.on_report(entity_id, value, attributes) if self.commands.has_pending(entity_id) else None
+        cause = (
+            self.commands.on_report(entity_id, value, attributes)
+            if self.commands.has_pending(entity_id)
+            else None
+        )
         if old is None:
             merged: Mapping[str, Any] = attributes
             changed = True
@@ -197,12 +200,14 @@ class Hub:
         if previous is not None:
             if previous.owner != device.owner:
                 _LOGGER.warning(
-                    "device %s is now announced by %s (was %s)", device.id, device.owner, previous.owner
+                    "device %s is now announced by %s (was %s)",
+                    device.id,
+                    device.owner,
+                    previous.owner,
                 )
             device.available = previous.available
-            same = (
-                previous.to_dict() == device.to_dict()
-                and all(registry.entities.get(e.id) == e for e in entities)
+            same = previous.to_dict() == device.to_dict() and all(
+                registry.entities.get(e.id) == e for e in entities
             )
             if same:
                 return False
@@ -247,6 +252,9 @@ class Hub:
         if device.available == available:
             return
         device.available = available
+        if self.storage is not None:
+            entities = list(self.registry.entities_of(device_id))
+            self.spawn(self.storage.save_device(device, entities), name=f"save {device_id}")
         self.bus.publish(DeviceAvailability(device_id, available))
 
     def _apply_configured_areas_and_groups(self) -> None:
@@ -286,15 +294,20 @@ class Hub:
         from hub.storage import Storage
 
         config = self.config
-        self.storage = Storage(config.database.resolved_url, flush_interval=config.database.flush_interval)
+        self.storage = Storage(
+            config.database.resolved_url, flush_interval=config.database.flush_interval
+        )
         await self.storage.start()
         await self.storage.load_into(self.registry)
         for device in self.registry.devices.values():
             device.available = False  # until the device says otherwise on this run
         self._apply_configured_areas_and_groups()
         self._undo.append(self.bus.subscribe(StateChanged, self._persist_state, owner="storage"))
-        for event_type in (CommandIssued, CommandConfirmed, CommandFailed):
-            self._undo.append(self.bus.subscribe(event_type, self._audit_command, owner="audit"))
+        self._undo += [
+            self.bus.subscribe(CommandIssued, self._audit_command, owner="audit"),
+            self.bus.subscribe(CommandConfirmed, self._audit_command, owner="audit"),
+            self.bus.subscribe(CommandFailed, self._audit_command, owner="audit"),
+        ]
 
         url = config.mqtt.url
         if url is None:
@@ -339,7 +352,7 @@ class Hub:
         if self.storage is not None:
             self.storage.queue_state(event.new)
 
-    def _audit_command(self, event: CommandIssued | CommandConfirmed | CommandFailed) -> None:
+    def _audit_command(self, event: Event) -> None:
         if self.storage is None:
             return
         from hub.storage import AuditEntry
@@ -349,8 +362,10 @@ class Hub:
         elif isinstance(event, CommandConfirmed):
             action, params, result = "", {}, "confirmed"
             detail = f"{(event.confirmed_at - event.issued_at) * 1000:.1f} ms"
-        else:
+        elif isinstance(event, CommandFailed):
             action, params, result, detail = "", {}, "failed", event.reason
+        else:
+            return
         self.storage.queue_audit(
             AuditEntry(
                 ts=time.time(),

@@ -4,8 +4,10 @@
 ``<base>/stats``                   retained JSON counters, refreshed every few seconds
 ``<base>/devices/<id>/config``     retained device description with its entities
 ``<base>/devices/<id>/state``      retained JSON of every entity's state
-``<base>/devices/<id>/set``        JSON command to the device: ``{"entity", "action", "params", "id"}``
-``<base>/command``                 JSON command to any target: ``{"target", "action", "params", "id"}``
+``<base>/devices/<id>/set``        JSON command to the device:
+                                   ``{"entity", "action", "params", "id"}``
+``<base>/command``                 JSON command to any target:
+                                   ``{"target", "action", "params", "id"}``
 ``<base>/events/<name>``           the event stream (commands, availability, rejections, ...)
 """
 
@@ -58,7 +60,9 @@ class Mirror:
             bus.subscribe(DeviceRemoved, self._on_removed, owner="mirror"),
             bus.subscribe_all(self._on_any, owner="mirror"),
             self._mqtt.on_connect(self.resync),
-            self._mqtt.subscribe(f"{self.base}/devices/+/set", self._on_device_command, owner="mirror", qos=1),
+            self._mqtt.subscribe(
+                f"{self.base}/devices/+/set", self._on_device_command, owner="mirror", qos=1
+            ),
             self._mqtt.subscribe(f"{self.base}/command", self._on_command, owner="mirror", qos=1),
         ]
         self._stats_task = asyncio.get_running_loop().create_task(self._stats_loop())
@@ -76,7 +80,11 @@ class Mirror:
 
     def _on_state(self, event: StateChanged) -> None:
         old = event.old
-        if old is not None and old.value == event.new.value and old.attributes == event.new.attributes:
+        if (
+            old is not None
+            and old.value == event.new.value
+            and old.attributes == event.new.attributes
+        ):
             return  # a repeat report: the retained state is still right
         self._dirty.add(event.device_id)
         if not self._flush_scheduled:
@@ -138,7 +146,9 @@ class Mirror:
 
     def _on_removed(self, event: DeviceRemoved) -> None:
         for leaf in ("config", "state"):
-            self._mqtt.publish(f"{self.base}/devices/{event.device_id}/{leaf}", b"", qos=1, retain=True)
+            self._mqtt.publish(
+                f"{self.base}/devices/{event.device_id}/{leaf}", b"", qos=1, retain=True
+            )
 
     def _on_any(self, event: Event) -> None:
         if isinstance(event, StateChanged) or not self._mqtt.connected:
@@ -180,7 +190,9 @@ class Mirror:
         if self._mqtt.connected:
             self._publish_stats()
             try:
-                await self._mqtt.publish_acked(f"{self.base}/status", b"offline", retain=True, timeout=3)
+                await self._mqtt.publish_acked(
+                    f"{self.base}/status", b"offline", retain=True, timeout=3
+                )
             except TimeoutError:
                 _LOGGER.warning("the broker did not acknowledge the hub's offline status")
 
@@ -226,8 +238,13 @@ class Mirror:
         request_id = str(body.get("id") or new_context_id())
         _LOGGER.warning("refused command on %s: %s", topic, reason)
         self._hub.bus.publish(
-            CommandFailed(request_id, request_id, str(body.get("target", "")), reason,
-                          Context(Origin.MQTT, topic))
+            CommandFailed(
+                request_id,
+                request_id,
+                str(body.get("target", "")),
+                reason,
+                Context(Origin.MQTT, topic),
+            )
         )
 
     def _run(self, topic: str, body: dict[str, Any], target: str) -> None:

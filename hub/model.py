@@ -183,7 +183,12 @@ def coerce_value(kind: EntityKind, value: Any, *, numeric: bool = False) -> Any:
     if kind in (EntityKind.SWITCH, EntityKind.LIGHT, EntityKind.BINARY_SENSOR):
         return _on_off(value)
     if kind in (EntityKind.SENSOR, EntityKind.ENERGY_METER):
-        if kind is EntityKind.SENSOR and not numeric and isinstance(value, str) and len(value) <= 255:
+        if (
+            kind is EntityKind.SENSOR
+            and not numeric
+            and isinstance(value, str)
+            and len(value) <= 255
+        ):
             return value  # enum-like sensors ("idle", "charging") are legitimate
         return _number(value)
     if kind is EntityKind.COVER:
@@ -392,7 +397,7 @@ class Registry:
             seen: dict[str, Entity] = {}
             for member in self.groups[name].members:
                 # A member may itself be a device, entity or group; guard against cycles.
-                if member == target or member == name:
+                if member in (target, name):
                     continue
                 for entity in self.resolve(member):
                     seen.setdefault(entity.id, entity)

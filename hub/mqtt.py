@@ -228,7 +228,7 @@ class MqttLink:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = int(self._session_expiry)
         return {"clean_start": False, "properties": props}
 
@@ -243,8 +243,11 @@ class MqttLink:
             # meanwhile so nothing can reach the socket before CONNECT does.
             if first:
                 await asyncio.to_thread(
-                    client.connect, self.address.host, self.address.port,
-                    self._keepalive, **self._connect_kwargs(),
+                    client.connect,
+                    self.address.host,
+                    self.address.port,
+                    self._keepalive,
+                    **self._connect_kwargs(),
                 )
             else:
                 await asyncio.to_thread(client.reconnect)
@@ -300,7 +303,9 @@ class MqttLink:
                 failures += 1
                 _LOGGER.warning(
                     "reconnect to %s failed (%s); next try in %.0f s",
-                    self.address.display(), reason, min(_MIN_BACKOFF * 2**failures, _MAX_BACKOFF),
+                    self.address.display(),
+                    reason,
+                    min(_MIN_BACKOFF * 2**failures, _MAX_BACKOFF),
                 )
                 self._drop_socket()
             else:
@@ -473,7 +478,12 @@ class MqttLink:
         return int(info.mid)
 
     async def publish_acked(
-        self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False,
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int = 1,
+        retain: bool = False,
         timeout: float = 10.0,
     ) -> None:
         """Publish and wait until the broker acknowledged it (PUBACK)."""

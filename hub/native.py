@@ -2,8 +2,10 @@
 
 ``<prefix>/<device>/config``        retained JSON description of the device and its entities
 ``<prefix>/<device>/availability``  retained ``online`` / ``offline``
-``<prefix>/<device>/state``         JSON ``{"<entity>": value}`` or ``{"<entity>": {"state": v, attr: v}}``
-``<prefix>/<device>/set``           JSON command from the hub: ``{"entity", "action", "params", "id"}``
+``<prefix>/<device>/state``         JSON ``{"<entity>": value}`` or
+                                    ``{"<entity>": {"state": v, attr: v}}``
+``<prefix>/<device>/set``           JSON command from the hub:
+                                    ``{"entity", "action", "params", "id"}``
 """
 
 from __future__ import annotations
@@ -65,10 +67,16 @@ class NativeDialect:
             return
         device = hub.registry.devices.get(device_id)
         if device is None or device.owner != self.OWNER:
-            hub.reject(topic, f"state for unknown device {device_id!r} (no config seen yet)", kind="unknown_device")
+            hub.reject(
+                topic,
+                f"state for unknown device {device_id!r} (no config seen yet)",
+                kind="unknown_device",
+            )
             return
         if len(payload) > MAX_PAYLOAD:
-            hub.reject(topic, f"payload of {len(payload)} bytes is over {MAX_PAYLOAD}", kind="too_large")
+            hub.reject(
+                topic, f"payload of {len(payload)} bytes is over {MAX_PAYLOAD}", kind="too_large"
+            )
             return
         try:
             data = orjson.loads(payload)
@@ -76,7 +84,9 @@ class NativeDialect:
             hub.reject(topic, f"not JSON: {exc}", kind="not_json")
             return
         if not isinstance(data, dict) or not data:
-            hub.reject(topic, "expected a non-empty JSON object of entity states", kind="wrong_type")
+            hub.reject(
+                topic, "expected a non-empty JSON object of entity states", kind="wrong_type"
+            )
             return
         entities = hub.registry.entities
         validated: list[tuple[Entity, Any, dict[str, Any]]] = []
@@ -106,7 +116,11 @@ class NativeDialect:
         device_id = self._device_id(topic)
         word = payload.decode("utf-8", "replace").strip().lower()
         if device_id is None or word not in ("online", "offline"):
-            self._hub.reject(topic, f"availability must be 'online' or 'offline', got {word[:40]!r}", kind="wrong_type")
+            self._hub.reject(
+                topic,
+                f"availability must be 'online' or 'offline', got {word[:40]!r}",
+                kind="wrong_type",
+            )
             return
         self._hub.set_available(device_id, word == "online")
 
@@ -121,7 +135,9 @@ class NativeDialect:
             hub.remove_device(device_id)
             return
         if len(payload) > MAX_PAYLOAD:
-            hub.reject(topic, f"payload of {len(payload)} bytes is over {MAX_PAYLOAD}", kind="too_large")
+            hub.reject(
+                topic, f"payload of {len(payload)} bytes is over {MAX_PAYLOAD}", kind="too_large"
+            )
             return
         try:
             device, entities = parse_device_config(device_id, orjson.loads(payload), self.prefix)
@@ -136,7 +152,12 @@ class NativeDialect:
     # ----- outbound --------------------------------------------------------------------------
 
     def send_command(
-        self, device: Device, entity: Entity, action: str, params: Mapping[str, Any], command_id: str
+        self,
+        device: Device,
+        entity: Entity,
+        action: str,
+        params: Mapping[str, Any],
+        command_id: str,
     ) -> None:
         """Publish ``<prefix>/<device>/set`` with QoS 1."""
         if self._mqtt is None:
@@ -145,9 +166,7 @@ class NativeDialect:
         self._mqtt.publish(f"{self.prefix}/{device.id}/set", orjson.dumps(body), qos=1)
 
 
-def parse_device_config(
-    device_id: str, data: Any, prefix: str
-) -> tuple[Device, list[Entity]]:
+def parse_device_config(device_id: str, data: Any, prefix: str) -> tuple[Device, list[Entity]]:
     """Build a device and its entities from a config payload; raise ValueError saying why not."""
     if not isinstance(data, dict):
         raise ValueError("device config must be a JSON object")

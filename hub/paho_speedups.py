@@ -19,11 +19,11 @@ from paho.mqtt import _packet
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-_TEMPLATE = Properties(PacketTypes.PUBLISH)
+_TEMPLATE = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
 _COMPRESSED_NAMES = frozenset(name.replace(" ", "") for name in _TEMPLATE.names)
 
 
-class SharedTableProperties(Properties):  # type: ignore[misc]
+class SharedTableProperties(Properties):
     """``Properties`` with its constant lookup tables shared instead of rebuilt per packet."""
 
     def __init__(self, packetType: int) -> None:  # noqa: N803 - paho's parameter name
@@ -45,5 +45,5 @@ def install() -> bool:
         return True
     if current is not Properties:
         return False  # a paho we do not know: leave it alone
-    _packet.Properties = SharedTableProperties
+    setattr(_packet, "Properties", SharedTableProperties)  # noqa: B010 - paho does not export it
     return True

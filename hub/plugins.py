@@ -73,7 +73,9 @@ def check_plugins(config: HubConfig, source: SourceDoc) -> list[ConfigIssue]:
             try:
                 cls = load_plugin_class(kind, name)
             except PluginLoadError as exc:
-                issues.append(ConfigIssue(source.file, line, col, f"{section_name}.{name}", str(exc)))
+                issues.append(
+                    ConfigIssue(source.file, line, col, f"{section_name}.{name}", str(exc))
+                )
                 continue
             if cls.settings_model is not None:
                 _, found = validate_model(cls.settings_model, section_config.settings, source, path)
@@ -112,6 +114,10 @@ class PluginManager:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
 
+    def stopping(self) -> bool:
+        """True once :meth:`stop_all` has begun."""
+        return self._stopping
+
     def health(self) -> dict[str, dict[str, Any]]:
         """Every plug-in's status by name."""
         return {name: status.to_dict() for name, status in self.status.items()}
@@ -136,7 +142,9 @@ class PluginManager:
                     continue
                 settings: Any = section_config.settings
                 if cls.settings_model is not None:
-                    source = self._hub.source or SourceDoc({}, str(self._hub.config_path or "hub.yaml"))
+                    source = self._hub.source or SourceDoc(
+                        {}, str(self._hub.config_path or "hub.yaml")
+                    )
                     settings, issues = validate_model(
                         cls.settings_model, section_config.settings, source, (section_name, name)
                     )
@@ -178,7 +186,7 @@ class PluginManager:
                 error = f"{type(exc).__name__}: {exc}"
                 _LOGGER.exception("%s %s crashed", status.kind, status.name)
             await self._stop_plugin(plugin, context, status)
-            if self._stopping:
+            if self.stopping():
                 break
             failures = 1 if time.monotonic() - started_at > STABLE_AFTER else failures + 1
             delay = min(INITIAL_BACKOFF * 2 ** (failures - 1), MAX_BACKOFF)

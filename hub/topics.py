@@ -50,9 +50,7 @@ class TopicFilter:
         levels = self.value.split("/")
         for index, level in enumerate(levels):
             if "#" in level and (level != "#" or index != len(levels) - 1):
-                raise InvalidTopic(
-                    f"topic filter {self.value!r}: '#' must be a whole last level"
-                )
+                raise InvalidTopic(f"topic filter {self.value!r}: '#' must be a whole last level")
             if "+" in level and level != "+":
                 raise InvalidTopic(f"topic filter {self.value!r}: '+' must be a whole level")
 

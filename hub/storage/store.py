@@ -159,7 +159,7 @@ def _sqlite_on_begin(connection: Connection) -> None:
     # fails at once with "database is locked" when another writer got in between, while
     # BEGIN IMMEDIATE waits for busy_timeout.
     if connection.get_execution_options().get("hub_write"):
-        connection.exec_driver_sql("BEGIN")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         connection.exec_driver_sql("BEGIN")
 
@@ -322,7 +322,7 @@ class Storage:
         )
         try:
             async with self._write() as conn:
-                if False:
+                if conn.dialect.name == "postgresql":
                     await conn.execute(
                         text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
                     )

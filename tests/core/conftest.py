@@ -28,4 +28,3 @@ async def hub_factory(tmp_path: Path) -> AsyncIterator[HubFactory]:
     for hub in started:
         if hub.started:
             await hub.stop()
-

@@ -13,8 +13,16 @@ from hub.core import Hub
 HubFactory = Callable[..., Awaitable[Hub]]
 
 
-def write_config(tmp_path: Path, mqtt_url: str | None, extra: str = "", *, name: str = "hub.yaml",
-                 db: str = "hub.db", base: str | None = None, devices: str | None = None) -> Path:
+def write_config(
+    tmp_path: Path,
+    mqtt_url: str | None,
+    extra: str = "",
+    *,
+    name: str = "hub.yaml",
+    db: str = "hub.db",
+    base: str | None = None,
+    devices: str | None = None,
+) -> Path:
     """Write a hub.yaml for a test: private base topics so tests never see each other."""
     suffix = uuid.uuid4().hex[:8]
     base = base or f"t{suffix}/hub"

@@ -35,7 +35,9 @@ async def announce_plug(hub: Hub, probe: MqttProbe, device_id: str = "plug1") ->
     dev, _ = prefixes(hub)
     await asyncio.to_thread(probe.publish, f"{dev}/{device_id}/config", PLUG_CONFIG, 1, True)
     await asyncio.to_thread(probe.publish, f"{dev}/{device_id}/availability", "online", 1, True)
-    await eventually(lambda: device_id in hub.registry.devices and hub.registry.devices[device_id].available)
+    await eventually(
+        lambda: device_id in hub.registry.devices and hub.registry.devices[device_id].available
+    )
 
 
 async def test_native_device_is_registered_and_its_state_is_mirrored(
@@ -53,7 +55,8 @@ async def test_native_device_is_registered_and_its_state_is_mirrored(
         assert hub.registry.states["plug1.power"].value == 12.5
         assert hub.registry.states["plug1.switch"].value == "on"
         _, payload = await asyncio.to_thread(
-            probe.wait_for, f"{base}/devices/plug1/state",
+            probe.wait_for,
+            f"{base}/devices/plug1/state",
             lambda p: b'"power"' in p,
         )
         body = json.loads(payload)
@@ -62,7 +65,9 @@ async def test_native_device_is_registered_and_its_state_is_mirrored(
         assert body["entities"]["switch"]["cause"] == "device plug1"
         _, config = await asyncio.to_thread(probe.wait_for, f"{base}/devices/plug1/config")
         assert {e["id"] for e in json.loads(config)["entities"]} == {
-            "plug1.switch", "plug1.power", "plug1.energy"
+            "plug1.switch",
+            "plug1.power",
+            "plug1.energy",
         }
 
 
@@ -100,7 +105,9 @@ async def test_malformed_payloads_are_counted_and_never_change_state(
     dev, _ = prefixes(hub)
     with MqttProbe(mqtt_url) as probe:
         await announce_plug(hub, probe)
-        await asyncio.to_thread(probe.publish, f"{dev}/plug1/state", {"switch": "off", "power": 1.0})
+        await asyncio.to_thread(
+            probe.publish, f"{dev}/plug1/state", {"switch": "off", "power": 1.0}
+        )
         await eventually(lambda: "plug1.power" in hub.registry.states)
         before = dict(hub.registry.states)
         await asyncio.to_thread(probe.publish, f"{dev}/plug1/state", payload)
@@ -119,7 +126,9 @@ async def test_state_for_unknown_device_and_bad_config_are_rejected(
     dev, _ = prefixes(hub)
     with MqttProbe(mqtt_url) as probe:
         await asyncio.to_thread(probe.publish, f"{dev}/ghost/state", {"power": 1})
-        await asyncio.to_thread(probe.publish, f"{dev}/bad/config", {"entities": {"x": {"kind": "toaster"}}})
+        await asyncio.to_thread(
+            probe.publish, f"{dev}/bad/config", {"entities": {"x": {"kind": "toaster"}}}
+        )
         await asyncio.to_thread(probe.publish, f"{dev}/BAD..ID/state", {"power": 1})
         await eventually(lambda: hub.stats.rejected >= 3)
     assert hub.stats.rejected_by_reason == {"unknown_device": 1, "bad_config": 1, "bad_topic": 1}
@@ -136,7 +145,7 @@ async def test_command_is_confirmed_and_state_remembers_who_caused_it(
     tmp_path: Path, mqtt_url: str, hub_factory: HubFactory
 ) -> None:
     hub = await hub_factory(write_config(tmp_path, mqtt_url))
-    dev, base = prefixes(hub)
+    dev, _ = prefixes(hub)
     sim = await _start_sim(mqtt_url, dev)
     try:
         await eventually(lambda: "kitchen_light.light" in hub.registry.states, 10)
@@ -170,16 +179,20 @@ async def test_command_over_mqtt_topic_with_request_id(
         with MqttProbe(mqtt_url) as probe:
             await asyncio.to_thread(probe.subscribe, f"{base}/events/#")
             await asyncio.to_thread(
-                probe.publish, f"{base}/devices/kitchen_plug/set",
-                {"entity": "switch", "action": "turn_off", "id": "req-1"}, 1,
+                probe.publish,
+                f"{base}/devices/kitchen_plug/set",
+                {"entity": "switch", "action": "turn_off", "id": "req-1"},
+                1,
             )
             _, payload = await asyncio.to_thread(probe.wait_for, f"{base}/events/command_confirmed")
             assert json.loads(payload)["request_id"] == "req-1"
             assert hub.registry.states["kitchen_plug.switch"].value == "off"
             # a command the entity cannot do gets a clear refusal on the event stream
             await asyncio.to_thread(
-                probe.publish, f"{base}/devices/kitchen_plug/set",
-                {"entity": "power", "action": "turn_on", "id": "req-2"}, 1,
+                probe.publish,
+                f"{base}/devices/kitchen_plug/set",
+                {"entity": "power", "action": "turn_on", "id": "req-2"},
+                1,
             )
             _, payload = await asyncio.to_thread(probe.wait_for, f"{base}/events/command_failed")
             failed = json.loads(payload)
@@ -194,7 +207,8 @@ async def test_area_and_group_commands_fan_out(
 ) -> None:
     extra = (
         "areas:\n  - {id: kitchen, name: Kitchen}\n  - {id: living_room, name: Living room}\n"
-        "groups:\n  - {id: two_lights, name: Two lights, members: [kitchen_light, living_room_light]}\n"
+        "groups:\n  - id: two_lights\n    name: Two lights\n"
+        "    members: [kitchen_light, living_room_light]\n"
     )
     hub = await hub_factory(write_config(tmp_path, mqtt_url, extra))
     dev, _ = prefixes(hub)
@@ -204,11 +218,13 @@ async def test_area_and_group_commands_fan_out(
         cli = Context(Origin.CLI, "test")
         results = await hub.commands.execute(Command("group:two_lights", "turn_off", cli))
         assert sorted(r.entity_id for r in results if r.ok) == [
-            "kitchen_light.light", "living_room_light.light"
+            "kitchen_light.light",
+            "living_room_light.light",
         ]
         assert hub.registry.group_state("two_lights") == "off"
         results = await hub.commands.execute(Command("area:kitchen", "turn_on", cli))
-        assert results and all(r.ok for r in results), results
+        assert results
+        assert all(r.ok for r in results), results
         kitchen = {r.entity_id for r in results}
         assert "kitchen_light.light" in kitchen
         assert all(hub.registry.entities[e].device_id.startswith("kitchen") for e in kitchen)
@@ -253,10 +269,14 @@ async def test_registry_and_last_states_survive_a_restart(
     dev, _ = prefixes(hub)
     with MqttProbe(mqtt_url) as probe:
         await announce_plug(hub, probe)
-        await asyncio.to_thread(probe.publish, f"{dev}/plug1/state", {"switch": "on", "power": 33.0})
+        await asyncio.to_thread(
+            probe.publish, f"{dev}/plug1/state", {"switch": "on", "power": 33.0}
+        )
         await eventually(lambda: "plug1.power" in hub.registry.states)
     context_id = hub.registry.states["plug1.power"].context.id
     await hub.stop()
+    with MqttProbe(mqtt_url) as probe:  # the device has gone: no retained "online" left
+        await asyncio.to_thread(probe.publish, f"{dev}/plug1/availability", b"", 1, True)
     again = await hub_factory(config)
     assert again.registry.devices["plug1"].name == "Test plug"
     assert again.registry.states["plug1.power"].value == 33.0
@@ -278,7 +298,8 @@ async def test_broker_restart_mid_command_stream_loses_no_command(
         for i in range(40):
             brightness = 10 + i
             futures += hub.commands.issue(
-                Command("office_light.light", "turn_on", cli, {"brightness": brightness}), timeout=20
+                Command("office_light.light", "turn_on", cli, {"brightness": brightness}),
+                timeout=20,
             )
             if i == 15:
                 await asyncio.to_thread(fresh_mosquitto.stop_sync)
@@ -298,7 +319,9 @@ async def test_broker_restart_mid_command_stream_loses_no_command(
             await asyncio.to_thread(probe.subscribe, f"{base}/status")
             await asyncio.to_thread(probe.wait_for, f"{base}/status", lambda p: p == b"online")
             await asyncio.to_thread(probe.subscribe, f"{base}/devices/office_light/state")
-            _, payload = await asyncio.to_thread(probe.wait_for, f"{base}/devices/office_light/state")
+            _, payload = await asyncio.to_thread(
+                probe.wait_for, f"{base}/devices/office_light/state"
+            )
             assert json.loads(payload)["entities"]["light"]["attributes"]["brightness"] == 49
     finally:
         await asyncio.to_thread(sim.stop)
@@ -311,4 +334,5 @@ async def test_embedded_broker_starts_when_none_is_configured(
     assert hub.broker is not None
     assert hub.broker.kind == "mosquitto"
     assert hub.broker.url.startswith("mqtt://127.0.0.1:")
-    assert hub.mqtt is not None and hub.mqtt.connected
+    assert hub.mqtt is not None
+    assert hub.mqtt.connected

@@ -197,6 +197,20 @@ async def test_start_on_a_migrated_database_is_fast_and_skips_alembic(storage_ur
     assert stdout.decode().strip() == "False"
 
 
+async def test_two_services_starting_at_once_migrate_once(storage_url: str) -> None:
+    first, second = Storage(storage_url), Storage(storage_url)
+    try:
+        await asyncio.gather(first.start(), second.start())
+        await first.save_area(Area("kitchen", "Kitchen"))
+        registry = Registry()
+        await second.load_into(registry)
+        assert set(registry.areas) == {"kitchen"}
+    finally:
+        await first.close()
+        await second.close()
+    assert await raw(storage_url, "SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
+
+
 async def test_database_from_a_newer_hub_is_refused_clearly(storage_url: str) -> None:
     store = Storage(storage_url)
     await store.start()
@@ -514,6 +528,24 @@ async def test_concurrent_writers_do_not_lock_each_other_out(storage: Storage) -
     assert len(rows) == 8
     assert all(states[f"{d.id}.power"].value == "off" for d, _, states in rows)
     assert len(await storage.audit(limit=1000)) == 40
+
+
+async def test_in_memory_sqlite_serves_concurrent_callers() -> None:
+    store = Storage("sqlite+aiosqlite:///:memory:", flush_interval=60)
+    await store.start()
+    try:
+
+        async def churn(n: int) -> None:
+            device, entities = plug(f"dev{n}")
+            await store.save_device(device, entities)
+            store.queue_state(state(f"dev{n}.power", "on", PERSON))
+            await store.flush()
+
+        await asyncio.wait_for(asyncio.gather(*(churn(n) for n in range(6))), timeout=10)
+        rows = await store.device_rows()
+        assert [len(states) for _, _, states in rows] == [1] * 6
+    finally:
+        await store.close()
 
 
 # -- errors ------------------------------------------------------------------------------------
