@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Mapping, Sequence
@@ -220,7 +221,7 @@ class Hub:
         for entity in entities:
             registry.entities[entity.id] = entity
         if self.storage is not None:
-            self.spawn(self.storage.save_device(device, list(entities)), name=f"save {device.id}")
+            self.storage.queue_device(device, entities)
         self.bus.publish(DeviceRegistered(device.id))
         return True
 
@@ -253,8 +254,7 @@ class Hub:
             return
         device.available = available
         if self.storage is not None:
-            entities = list(self.registry.entities_of(device_id))
-            self.spawn(self.storage.save_device(device, entities), name=f"save {device_id}")
+            self.storage.queue_device(device, list(self.registry.entities_of(device_id)))
         self.bus.publish(DeviceAvailability(device_id, available))
 
     def _apply_configured_areas_and_groups(self) -> None:
@@ -341,6 +341,10 @@ class Hub:
 
             self.plugins = PluginManager(self)
             await self.plugins.start_all()
+        # Objects that live as long as the hub (modules, registry, SQLAlchemy's tables) need
+        # no cyclic collection; freezing them keeps each full collection short under load.
+        gc.collect()
+        gc.freeze()
         self.started = True
 
     def _on_reconnect(self) -> None:

@@ -28,7 +28,7 @@ from hub.events import (
     Event,
     StateChanged,
 )
-from hub.model import Context, Origin, new_context_id
+from hub.model import Context, Origin, State, new_context_id
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -46,6 +46,7 @@ class Mirror:
         self._mqtt = mqtt
         self.base = hub.base_topic
         self._dirty: set[str] = set()
+        self._fragments: dict[str, tuple[State, orjson.Fragment]] = {}
         self._flush_scheduled = False
         self._stats_task: asyncio.Task[None] | None = None
         self._undo: list[Any] = []
@@ -106,19 +107,19 @@ class Mirror:
         device = registry.devices.get(device_id)
         if device is None:
             return
+        states = registry.states
+        fragments = self._fragments
         entities: dict[str, Any] = {}
         for entity in registry.entities_of(device_id):
-            state = registry.states.get(entity.id)
+            state = states.get(entity.id)
             if state is None:
                 continue
-            entities[entity.key] = {
-                "state": state.value,
-                "attributes": state.attributes,
-                "last_changed": state.last_changed,
-                "last_updated": state.last_updated,
-                "context": state.context.id,
-                "cause": state.context.describe(),
-            }
+            cached = fragments.get(entity.id)
+            if cached is None or cached[0] is not state:
+                # States are immutable: serialise each one once, however often it is mirrored.
+                cached = (state, orjson.Fragment(orjson.dumps(_entity_body(state))))
+                fragments[entity.id] = cached
+            entities[entity.key] = cached[1]
         body = {"available": device.available, "entities": entities}
         self._mqtt.publish(
             f"{self.base}/devices/{device_id}/state", orjson.dumps(body), retain=True
@@ -145,6 +146,8 @@ class Mirror:
             self._publish_state(event.device_id)
 
     def _on_removed(self, event: DeviceRemoved) -> None:
+        for entity_id in [e for e in self._fragments if e.startswith(f"{event.device_id}.")]:
+            del self._fragments[entity_id]
         for leaf in ("config", "state"):
             self._mqtt.publish(
                 f"{self.base}/devices/{event.device_id}/{leaf}", b"", qos=1, retain=True
@@ -263,3 +266,14 @@ class Mirror:
             self._hub.commands.issue(command)
         except CommandError as exc:
             self._refuse(topic, {**body, "id": request_id, "target": target}, str(exc))
+
+
+def _entity_body(state: State) -> dict[str, Any]:
+    return {
+        "state": state.value,
+        "attributes": state.attributes,
+        "last_changed": state.last_changed,
+        "last_updated": state.last_updated,
+        "context": state.context.id,
+        "cause": state.context.describe(),
+    }

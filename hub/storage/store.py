@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -137,7 +138,11 @@ def _make_parent_dir(url: URL) -> None:
     database = url.database or ""
     if database in ("", ":memory:") or database.startswith("file:"):
         return
-    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    parent = Path(database).parent
+    for folder in (parent, *parent.parents):
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"{folder} is a file, not a directory")
+    parent.mkdir(parents=True, exist_ok=True)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -202,6 +207,7 @@ class Storage:
         self._engine: AsyncEngine | None = None
         self._states: dict[str, State] = {}
         self._audit: list[AuditEntry] = []
+        self._devices: dict[str, tuple[Device, list[Entity]]] = {}
         self._flush_lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -217,14 +223,15 @@ class Storage:
 
     @property
     def pending_writes(self) -> int:
-        """How many states and audit entries wait for the next flush."""
-        return len(self._states) + len(self._audit)
+        """How many devices, states and audit entries wait for the next flush."""
+        return len(self._devices) + len(self._states) + len(self._audit)
 
     # -- errors ---------------------------------------------------------------------------
 
     def _error(self, action: str, exc: BaseException) -> StorageError:
         message = f"{action} failed on {self._shown_url}: {_reason(exc)}"
-        if self._password:
+        # In case a driver echoes it outside a URL; a very short one would mangle every word.
+        if self._password and len(self._password) >= 4:
             message = message.replace(self._password, "***")
         return StorageError(message)
 
@@ -284,9 +291,10 @@ class Storage:
         if self._engine is not None:
             return
         is_sqlite = self._url.get_backend_name() == "sqlite"
-        with self._mapped("opening the database"):
-            if is_sqlite:
+        if is_sqlite:
+            with self._mapped("creating the database's directory"):
                 _make_parent_dir(self._url)
+        with self._mapped("opening the database"):
             engine = create_async_engine(
                 self._url,
                 json_serializer=_json_dumps,
@@ -467,13 +475,34 @@ class Storage:
         )
 
     async def save_device(self, device: Device, entities: Sequence[Entity]) -> None:
-        """Store ``device`` and its entities; its stored entities not listed are deleted."""
-        for entity in entities:
-            if entity.device_id != device.id:
-                raise ValueError(
-                    f"entity {entity.id!r} belongs to device {entity.device_id!r}, "
-                    f"not to {device.id!r}"
-                )
+        """Store ``device`` and its entities now; its stored entities not listed are deleted."""
+        _check_entities(device, entities)
+        with self._mapped(f"saving device {device.id!r}"):
+            async with self._write() as conn:
+                await self._write_device(conn, device, entities)
+
+    def queue_device(self, device: Device, entities: Sequence[Entity]) -> None:
+        """Queue a device and its entities for the next flush, written before any state.
+
+        The hub registers devices on its ingest path; queueing keeps that path free of
+        database round trips, writes a burst of announcements in one transaction, and
+        guarantees a device's row exists before the states of its entities are written.
+        """
+        if self._closed:
+            raise StorageError(f"storage {self._shown_url} is closed: device not stored")
+        _check_entities(device, entities)
+        snapshot = dataclasses.replace(
+            device,
+            identities=dict(device.identities),
+            entity_ids=list(device.entity_ids),
+            native=dict(device.native),
+        )
+        self._devices[device.id] = (snapshot, list(entities))
+        self._wakeup.set()
+
+    async def _write_device(
+        self, conn: AsyncConnection, device: Device, entities: Sequence[Entity]
+    ) -> None:
         device_row = {
             "id": device.id,
             "name": device.name,
@@ -503,24 +532,23 @@ class Storage:
         ]
         keep = [row["id"] for row in entity_rows]
         table = schema.entities
-        with self._mapped(f"saving device {device.id!r}"):
-            async with self._write() as conn:
-                await conn.execute(
-                    self._upsert(schema.devices, ["id"], [k for k in device_row if k != "id"]),
-                    device_row,
-                )
-                stale = delete(table).where(table.c.device_id == device.id)
-                if keep:
-                    stale = stale.where(table.c.id.not_in(keep))
-                await conn.execute(stale)
-                if entity_rows:
-                    await conn.execute(
-                        self._upsert(table, ["id"], [c.name for c in table.c if c.name != "id"]),
-                        entity_rows,
-                    )
+        await conn.execute(
+            self._upsert(schema.devices, ["id"], [k for k in device_row if k != "id"]),
+            device_row,
+        )
+        stale = delete(table).where(table.c.device_id == device.id)
+        if keep:
+            stale = stale.where(table.c.id.not_in(keep))
+        await conn.execute(stale)
+        if entity_rows:
+            await conn.execute(
+                self._upsert(table, ["id"], [c.name for c in table.c if c.name != "id"]),
+                entity_rows,
+            )
 
     async def remove_device(self, device_id: str) -> None:
         """Delete a device, its entities and their states (nothing happens if it is unknown)."""
+        self._devices.pop(device_id, None)
         with self._mapped(f"removing device {device_id!r}"):
             async with self._write() as conn:
                 await conn.execute(delete(schema.devices).where(schema.devices.c.id == device_id))
@@ -622,7 +650,9 @@ class Storage:
         """Write the queued states and audit entries in one transaction.
 
         On failure nothing is written, everything stays queued for the next flush, the
-        error is logged and raised as StorageError.
+        error is logged and raised as StorageError. The one exception is a row the database
+        refuses while other rows of its table are accepted (say a NaN in params): it is
+        dropped and logged, so that it cannot hold up every later flush.
         """
         await self._flush_with(self._require_engine())
 
@@ -639,16 +669,18 @@ class Storage:
 
     async def _flush_with(self, engine: AsyncEngine) -> None:
         async with self._flush_lock:
-            states, audit = self._states, self._audit
-            if not states and not audit:
+            states, audit, devices = self._states, self._audit, self._devices
+            if not states and not audit and not devices:
                 return
-            self._states, self._audit = {}, []
+            self._states, self._audit, self._devices = {}, [], {}
             try:
-                await self._write_batch(engine, states, audit)
+                await self._write_batch(engine, states, audit, devices)
             except BaseException as exc:
-                # Put everything back; a state queued meanwhile is newer and wins.
+                # Put everything back; anything queued meanwhile is newer and wins.
                 for entity_id, state in states.items():
                     self._states.setdefault(entity_id, state)
+                for device_id, item in devices.items():
+                    self._devices.setdefault(device_id, item)
                 self._audit[:0] = audit
                 if not isinstance(exc, _DB_ERRORS):
                     raise
@@ -657,7 +689,11 @@ class Storage:
                 raise error from exc
 
     async def _write_batch(
-        self, engine: AsyncEngine, states: dict[str, State], audit: list[AuditEntry]
+        self,
+        engine: AsyncEngine,
+        states: dict[str, State],
+        audit: list[AuditEntry],
+        devices: dict[str, tuple[Device, list[Entity]]],
     ) -> None:
         state_rows = [
             {
@@ -692,6 +728,8 @@ class Storage:
         audit_insert = schema.audit.insert()
         try:
             async with self._connect(engine, write=True) as conn:
+                for device, entities in devices.values():
+                    await self._write_device(conn, device, entities)
                 state_rows = await self._known_entities(conn, state_rows)
                 if state_rows:
                     await conn.execute(state_upsert, state_rows)
@@ -702,7 +740,9 @@ class Storage:
                 raise
             # One bad row (say a NaN in params) must not hold up every later flush: retry
             # row by row and drop only rows that fail when others of their table succeed.
-            await self._salvage(engine, exc, (state_upsert, state_rows), (audit_insert, audit_rows))
+            await self._salvage(
+                engine, exc, devices, (state_upsert, state_rows), (audit_insert, audit_rows)
+            )
 
     async def _known_entities(
         self, conn: AsyncConnection, rows: list[dict[str, Any]], *, warn: bool = True
@@ -732,10 +772,15 @@ class Storage:
         self,
         engine: AsyncEngine,
         first_error: BaseException,
+        devices: dict[str, tuple[Device, list[Entity]]],
         *batches: tuple[Any, list[dict[str, Any]]],
     ) -> None:
         dropped: list[tuple[dict[str, Any], str]] = []
         async with self._connect(engine, write=True) as conn:
+            # Devices first, whole: a device that cannot be written fails the flush and is
+            # kept, so its states are never written without it.
+            for device, entities in devices.values():
+                await self._write_device(conn, device, entities)
             for index, (stmt, all_rows) in enumerate(batches):
                 # The states batch (first) is filtered again: entities may have gone.
                 if index == 0:
@@ -756,3 +801,11 @@ class Storage:
                 dropped.extend(bad)
         for row, reason in dropped:
             _LOGGER.error("dropped a row that cannot be stored (%s): %r", reason, row)
+
+
+def _check_entities(device: Device, entities: Sequence[Entity]) -> None:
+    for entity in entities:
+        if entity.device_id != device.id:
+            raise ValueError(
+                f"entity {entity.id!r} belongs to device {entity.device_id!r}, not to {device.id!r}"
+            )

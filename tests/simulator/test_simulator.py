@@ -489,9 +489,15 @@ class Probe:
         with self._cond:
             return self._cond.wait_for(lambda: predicate(self.messages), timeout)
 
-    def count(self) -> int:
+    def count(self, payload: bytes | None = None) -> int:
+        """Return how many messages arrived (with exactly ``payload``, if given)."""
         with self._cond:
-            return len(self.messages)
+            if payload is None:
+                return len(self.messages)
+            return sum(p == payload for _, p, _ in self.messages)
+
+    def wait_for_count(self, payload: bytes, count: int, timeout: float = 5) -> bool:
+        return self.wait_for(lambda m: sum(p == payload for _, p, _ in m) >= count, timeout)
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1).wait_for_publish(5)
@@ -588,6 +594,27 @@ def test_report_rate_is_exact_on_average(mosquitto: str, probes: Callable[..., P
     assert sent == pytest.approx(1000, rel=0.1)
     states = [json.loads(p) for t, p, _ in probe.messages[-500:]]
     assert all(isinstance(s, dict) and s for s in states)
+
+
+def test_commands_are_answered_promptly_under_load(
+    mosquitto: str, probes: Callable[..., Probe]
+) -> None:
+    answer = b'{"button":"long"}'
+    probe = probes(mosquitto, "load/hallway_button/state")
+    latencies = []
+    with Simulator(mosquitto, build_home(300), rate=2000, prefix="load"):
+        time.sleep(0.3)
+        for _ in range(15):
+            seen = probe.count(answer)
+            start = time.perf_counter()
+            probe.publish(
+                "load/hallway_button/set",
+                json.dumps(cmd("button", "press", {"press": "long"})).encode(),
+            )
+            assert probe.wait_for_count(answer, seen + 1)
+            latencies.append(time.perf_counter() - start)
+    # Well under the ~40 ms a delayed ACK costs when Nagle's algorithm holds the answer back.
+    assert sorted(latencies)[len(latencies) // 2] < 0.02
 
 
 def test_unreachable_broker_raises_simulator_error() -> None:

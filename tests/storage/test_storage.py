@@ -412,6 +412,31 @@ async def test_state_of_an_unsaved_entity_does_not_block_the_others(
     assert "not stored: ghost.power" in caplog.text
 
 
+async def test_queued_device_is_written_before_its_states_in_one_flush(
+    storage: Storage, storage_url: str
+) -> None:
+    device, entities = plug("desk", keys=("power", "watts"))
+    storage.queue_device(device, entities)
+    device.name = "renamed after queueing"  # the queue keeps what was announced
+    storage.queue_state(state("desk.power", "on", PERSON))
+    storage.queue_state(state("desk.watts", 42.0, PERSON))
+    assert storage.pending_writes == 3
+    await storage.flush()
+    assert storage.pending_writes == 0
+    [(stored, stored_entities, states)] = await storage.device_rows()
+    assert stored.name == "Plug desk"
+    assert [e.id for e in stored_entities] == ["desk.power", "desk.watts"]
+    assert states["desk.watts"].value == 42.0
+
+
+async def test_removing_a_device_drops_its_queued_save(storage: Storage) -> None:
+    device, entities = plug("gone")
+    storage.queue_device(device, entities)
+    await storage.remove_device("gone")
+    await storage.flush()
+    assert await storage.device_rows() == []
+
+
 async def test_close_flushes_and_a_reopened_storage_flushes_again(
     storage: Storage, storage_url: str
 ) -> None:
@@ -557,7 +582,10 @@ async def test_unreachable_database_gives_a_clear_error_without_the_password(
     if storage_url.startswith("sqlite"):
         (tmp_path / "file").write_text("not a directory")
         bad = f"sqlite+aiosqlite:///{tmp_path / 'file' / 'hub.db'}"
-        expected = r"opening the database failed on sqlite\+aiosqlite:///.*/file/hub.db: "
+        expected = (
+            r"creating the database's directory failed on sqlite\+aiosqlite:///.*/file/hub.db: "
+            r".*/file is a file, not a directory"
+        )
     else:
         bad = storage_url.replace("postgres@", "postgres:s3cr3t-pw@") + "_missing"
         expected = (
