@@ -352,7 +352,10 @@ class MosquittoBroker(EmbeddedBroker):
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                start_new_session=False,
+                # Its own session: a Ctrl-C in the terminal signals the whole foreground
+                # group, and the hub must still be able to say goodbye through the broker.
+                # The parent-death signal still stops it if the hub dies.
+                start_new_session=True,
                 preexec_fn=_parent_death_hook(),  # noqa: PLW1509 - only calls prctl
             )
         _LIVE_CHILDREN[proc] = self._workdir
