@@ -318,13 +318,16 @@ class Hub:
             url = self.broker.url
             _LOGGER.info("no broker configured; started %s", self.broker.describe())
         status_topic = f"{self.base_topic}/status"
+        protocol = config.mqtt.protocol
+        if self.broker is not None and not self.broker.supports_mqtt5:
+            protocol = "3.1.1"  # our own in-process broker: no need to probe
         self.mqtt = MqttLink(
             url,
             client_id=config.mqtt.client_id,
             username=config.mqtt.username,
             password=config.mqtt.password,
             keepalive=config.mqtt.keepalive,
-            protocol=config.mqtt.protocol,
+            protocol=protocol,
             session_expiry=config.mqtt.session_expiry,
             will=(status_topic, b"offline"),
             tls_ca=config.mqtt.tls_ca,

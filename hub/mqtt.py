@@ -29,6 +29,8 @@ Unsubscribe = Callable[[], None]
 # Packets read per readable event before yielding to timers and other tasks.
 _READ_BURST = 256
 _MIN_BACKOFF, _MAX_BACKOFF = 1.0, 30.0
+# protocol "auto": how long an MQTT 5 CONNECT may go unanswered before 3.1.1 is tried.
+_PROBE_V5_S = 3.0
 
 
 def set_nodelay(client: Any) -> None:
@@ -162,7 +164,10 @@ class MqttLink:
         for version in versions:
             self.protocol_version = version
             self._build_client(version)
-            reason = await self._connect_once(timeout, first=True)
+            # Some 3.1.1-only brokers (amqtt) neither answer nor refuse an MQTT 5 CONNECT with
+            # properties; waiting the full time-out before falling back would stall start-up.
+            wait = min(timeout, _PROBE_V5_S) if len(versions) > 1 and version == "5" else timeout
+            reason = await self._connect_once(wait, first=True)
             if not reason:
                 _LOGGER.info(
                     "connected to %s with MQTT %s", self.address.display(), self.protocol_version

@@ -336,3 +336,73 @@ async def test_embedded_broker_starts_when_none_is_configured(
     assert hub.broker.url.startswith("mqtt://127.0.0.1:")
     assert hub.mqtt is not None
     assert hub.mqtt.connected
+
+
+async def test_same_ingest_and_commands_on_both_brokers(
+    tmp_path: Path, any_broker: Any, hub_factory: HubFactory
+) -> None:
+    """The MQTT suite runs over Mosquitto (MQTT 5) and amqtt (3.1.1 only: the hub falls back)."""
+    hub = await hub_factory(write_config(tmp_path, any_broker.url))
+    assert hub.mqtt is not None
+    assert hub.mqtt.protocol_version == ("5" if any_broker.supports_mqtt5 else "3.1.1")
+    dev, _ = prefixes(hub)
+    sim = await _start_sim(any_broker.url, dev)
+    try:
+        await eventually(lambda: "garage_light.light" in hub.registry.states, 10)
+        results = await hub.commands.execute(
+            Command("garage_light.light", "turn_on", Context(Origin.CLI, "t"), {"brightness": 9})
+        )
+        assert results[0].ok, results
+        assert hub.registry.states["garage_light.light"].attributes["brightness"] == 9
+    finally:
+        await asyncio.to_thread(sim.stop)
+
+
+async def test_hub_falls_back_to_the_in_process_broker_without_mosquitto(
+    tmp_path: Path, hub_factory: HubFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hub.broker
+
+    monkeypatch.setattr(hub.broker, "mosquitto_binary", lambda: None)
+    started = await hub_factory(write_config(tmp_path, None))
+    assert started.broker is not None
+    assert started.broker.kind == "amqtt"
+    assert started.broker.url.startswith("mqtt://127.0.0.1:")
+    assert started.mqtt is not None
+    assert started.mqtt.protocol_version == "3.1.1"
+    dev, _ = prefixes(started)
+    # The broker runs on this test's loop: connect the probe from a thread, never block here.
+    probe = await asyncio.to_thread(lambda: MqttProbe(started.broker.url).__enter__())  # type: ignore[union-attr]
+    try:
+        await announce_plug(started, probe)
+        await asyncio.to_thread(probe.publish, f"{dev}/plug1/state", {"power": 7.5})
+        await eventually(lambda: "plug1.power" in started.registry.states)
+    finally:
+        await asyncio.to_thread(probe.close)
+
+
+def test_killed_hub_is_reported_offline_by_its_last_will(tmp_path: Path, mqtt_url: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path, mqtt_url)
+    base = next(
+        line.split(":", 1)[1].strip()
+        for line in config.read_text().splitlines()
+        if line.strip().startswith("base_topic:")
+    )
+    with MqttProbe(mqtt_url) as probe:
+        probe.subscribe(f"{base}/status")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hub", "run", "--config", str(config)],
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        )
+        try:
+            probe.wait_for(f"{base}/status", lambda p: p == b"online", timeout=20)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        # No goodbye was possible: the broker publishes the hub's last will.
+        probe.wait_for(f"{base}/status", lambda p: p == b"offline", timeout=60)
