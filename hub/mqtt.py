@@ -50,32 +50,43 @@ class MqttError(Exception):
     """The broker could not be reached or refused the hub."""
 
 
+class InvalidBrokerURL(MqttError, ValueError):
+    """A broker URL that cannot be used."""
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerAddress:
     """Where the broker is and how to log in, parsed from ``mqtt://user:pass@host:port``."""
 
     host: str
     port: int
-    tls: bool
+    tls: bool = False
     username: str | None = None
     password: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> BrokerAddress:
-        """Parse a broker URL; raise MqttError saying what is wrong with it."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-            raise MqttError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
-        if not parts.hostname:
-            raise MqttError(f"broker URL {url!r} has no host")
-        tls = parts.scheme in ("mqtts", "ssl")
+        """Parse ``mqtt://[user[:password]@]host[:port]`` (or mqtts://; a bare host means mqtt).
+
+        Raises InvalidBrokerURL saying what is wrong with it.
+        """
+        text = url.strip()
+        if "://" not in text:
+            text = "mqtt://" + text
         try:
-            port = parts.port or (8883 if tls else 1883)
+            parts = urlsplit(text)
+            port = parts.port
         except ValueError as exc:
-            raise MqttError(f"broker URL {url!r}: {exc}") from exc
+            raise InvalidBrokerURL(f"invalid broker URL {url!r}: {exc}") from exc
+        scheme = parts.scheme.lower()
+        if scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise InvalidBrokerURL(f"invalid broker URL {url!r}: use mqtt://host:port or mqtts://")
+        if not parts.hostname:
+            raise InvalidBrokerURL(f"invalid broker URL {url!r}: no host")
+        tls = scheme in ("mqtts", "ssl")
         return cls(
             host=parts.hostname,
-            port=port,
+            port=port or (8883 if tls else 1883),
             tls=tls,
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,

@@ -24,7 +24,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
-from urllib.parse import unquote, urlsplit
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -33,6 +32,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from hub.model import check_id
+from hub.mqtt import BrokerAddress
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -1028,42 +1028,6 @@ def build_home(count: int = 36, *, seed: int = 1) -> list[SimDevice]:
         ident = identities(cls)
         devices.append(cls(device_id, area=area, name=name, rng=rng, identities=ident, **kwargs))
     return devices
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    """Where the broker is: parsed from ``mqtt://[user[:password]@]host[:port]`` (or mqtts://)."""
-
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        """Parse a broker URL; a bare ``host[:port]`` means plain MQTT."""
-        text = url.strip()
-        if "://" not in text:
-            text = "mqtt://" + text
-        try:
-            parts = urlsplit(text)
-            port = parts.port
-        except ValueError as exc:
-            raise ValueError(f"invalid broker URL {url!r}: {exc}") from exc
-        scheme = parts.scheme.lower()
-        if scheme not in ("mqtt", "tcp", "mqtts", "ssl"):
-            raise ValueError(f"invalid broker URL {url!r}: use mqtt://host:port or mqtts://")
-        if not parts.hostname:
-            raise ValueError(f"invalid broker URL {url!r}: no host")
-        tls = scheme in ("mqtts", "ssl")
-        return cls(
-            host=parts.hostname,
-            port=port or (8883 if tls else 1883),
-            tls=tls,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-        )
 
 
 _PROTOCOLS: dict[str, tuple[MQTTProtocolVersion, ...]] = {
