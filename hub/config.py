@@ -49,6 +49,7 @@ __all__ = [
     "LoggingSection",
     "MqttSection",
     "PluginSection",
+    "RulesSection",
     "load_config",
     "resolve_sqlite_url",
     "validate_model",
@@ -140,6 +141,11 @@ def _number_to_text(value: Any) -> Any:
 
 def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
+
+
+def _one_or_many(value: Any) -> Any:
+    # `paths: rules` means `paths: [rules]`.
+    return (value,) if isinstance(value, str) else value
 
 
 def _area_id(value: str) -> str:
@@ -286,6 +292,41 @@ class LoggingSection(BaseModel):
     format: Annotated[Literal["text", "json"], BeforeValidator(_lower)] = "text"
 
 
+class RulesSection(BaseModel):
+    """Where rule files live and how much of their runs the hub keeps."""
+
+    model_config = _STRICT
+
+    # Folders (or single files) of rule YAML, relative to hub.yaml's folder.
+    paths: Annotated[tuple[NonEmpty, ...], BeforeValidator(_one_or_many)] = ("rules",)
+    traces_per_outcome: Annotated[int, Field(ge=1, le=1000)] = 20
+    history_keep: Annotated[Duration, Field(gt=0)] = 3 * 86400.0  # "3d"
+    history: bool = True
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _remember_base(self, info: ValidationInfo) -> RulesSection:
+        base_dir = (info.context or {}).get("base_dir")
+        if isinstance(base_dir, Path):
+            self._base_dir = base_dir
+        return self
+
+    @property
+    def configured(self) -> bool:
+        """True when hub.yaml lists ``paths`` (a missing default ``rules/`` folder is fine)."""
+        return "paths" in self.model_fields_set
+
+    def resolved_paths(self, base_dir: Path | None = None) -> tuple[Path, ...]:
+        """The rule paths, a relative one made absolute under ``base_dir`` (default: the folder
+        of the hub.yaml this was loaded from, else the current folder)."""
+        base = base_dir if base_dir is not None else self._base_dir or Path.cwd()
+        resolved = []
+        for text in self.paths:
+            path = Path(text).expanduser()
+            resolved.append(path if path.is_absolute() else base / path)
+        return tuple(resolved)
+
+
 class AreaConfig(BaseModel):
     """A room or zone."""
 
@@ -339,6 +380,7 @@ class HubConfig(BaseModel):
     mqtt: MqttSection = Field(default_factory=MqttSection)
     database: DatabaseSection = Field(default_factory=DatabaseSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
+    rules: RulesSection = Field(default_factory=RulesSection)
     areas: tuple[AreaConfig, ...] = ()
     groups: tuple[GroupConfig, ...] = ()
     adapters: dict[PluginName, PluginSection] = Field(default_factory=dict)

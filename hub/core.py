@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from hub.bus import EventBus
 from hub.commands import CommandRouter
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
     from hub.config import HubConfig
     from hub.mqtt import MqttLink
     from hub.plugins import PluginManager
+    from hub.rules.service import RulesService
     from hub.storage import Storage
     from hub.yamlsource import SourceDoc
 
@@ -81,6 +85,8 @@ class Hub:
         self.storage: Storage | None = None
         self.broker: EmbeddedBroker | None = None
         self.plugins: PluginManager | None = None
+        self.rules: RulesService | None = None
+        self._runtime_file: Path | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._reject_log: dict[str, tuple[float, int]] = {}
         self._stopped = asyncio.Event()
@@ -286,7 +292,7 @@ class Hub:
 
     # ----- lifecycle -------------------------------------------------------------------------
 
-    async def start(self, *, start_plugins: bool = True) -> None:
+    async def start(self, *, start_plugins: bool = True, start_rules: bool = True) -> None:
         """Open storage, connect to (or start) the broker, subscribe, and start plug-ins."""
         from hub.mirror import Mirror
         from hub.mqtt import MqttLink
@@ -339,16 +345,35 @@ class Hub:
         self.mirror.attach()
         self.mqtt.on_connect(self._on_reconnect)
         await self.mqtt.start()
+        if start_rules:
+            from hub.rules.service import RulesService
+
+            self.rules = RulesService(self)
+            await self.rules.start()
         if start_plugins:
             from hub.plugins import PluginManager
 
             self.plugins = PluginManager(self)
             await self.plugins.start_all()
+        self._write_runtime_file()
         # Objects that live as long as the hub (modules, registry, SQLAlchemy's tables) need
         # no cyclic collection; freezing them keeps each full collection short under load.
         gc.collect()
         gc.freeze()
         self.started = True
+
+    def _write_runtime_file(self) -> None:
+        # CLI commands that talk to the running hub (hub rules enable ...) find its broker
+        # here when hub.yaml names none (the embedded broker's port is chosen at start).
+        if self.config_path is None or self.mqtt is None:
+            return
+        path = self.config_path.parent / ".hub-runtime.json"
+        broker = self.broker.url if self.broker is not None else self.config.mqtt.url
+        try:
+            path.write_text(orjson.dumps({"pid": os.getpid(), "broker": broker}).decode())
+            self._runtime_file = path
+        except OSError as exc:
+            _LOGGER.warning("cannot write %s: %s", path, exc)
 
     def _on_reconnect(self) -> None:
         resent = self.commands.resend()
@@ -391,6 +416,8 @@ class Hub:
         """Stop plug-ins, say goodbye on MQTT, flush storage and stop an embedded broker."""
         if self.plugins is not None:
             await self.plugins.stop_all()
+        if self.rules is not None:
+            await self.rules.stop()
         self.commands.cancel_all("the hub is shutting down")
         if self.mqtt is not None:
             mirror = getattr(self, "mirror", None)
@@ -408,6 +435,8 @@ class Hub:
         self._undo.clear()
         if self.broker is not None:
             await self.broker.stop()
+        if self._runtime_file is not None:
+            self._runtime_file.unlink(missing_ok=True)
         self.started = False
         self._stopped.set()
 

@@ -201,3 +201,20 @@ class Notification(Event):
             "data": self.data,
             "context": self.context.to_dict() if self.context else None,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class CustomEvent(Event):
+    """An event fired by a rule's ``event`` action or a plug-in; ``event`` triggers react."""
+
+    name: ClassVar[str] = "custom_event"
+    event_type: str
+    data: dict[str, Any] = field(default_factory=dict)
+    context: Context | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "event_type": self.event_type,
+            "data": self.data,
+            "context": self.context.to_dict() if self.context else None,
+        }

@@ -1,5 +1,15 @@
-"""Storage of the registry, last states and the audit log (SQLite or PostgreSQL)."""
+"""Storage in SQLite or PostgreSQL: registry, states, audit log, rule timers, traces, history."""
 
+from hub.storage.rules import HistoryRecord, RuleStore, TimerRecord, TraceRecord
 from hub.storage.store import AuditEntry, Storage, StorageError, redact_url
 
-__all__ = ["AuditEntry", "Storage", "StorageError", "redact_url"]
+__all__ = [
+    "AuditEntry",
+    "HistoryRecord",
+    "RuleStore",
+    "Storage",
+    "StorageError",
+    "TimerRecord",
+    "TraceRecord",
+    "redact_url",
+]

@@ -9,6 +9,7 @@ from sqlalchemy import (
     Column,
     Double,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -19,7 +20,7 @@ from sqlalchemy import (
 # The newest migration in migrations/versions. Storage.start() compares the database's
 # alembic_version with this so that an up-to-date database never imports alembic; a test
 # checks it against the migration scripts' real head.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 # Stable constraint names, so that later migrations (batch mode on SQLite) can refer to them.
 NAMING_CONVENTION = {
@@ -127,4 +128,56 @@ audit = Table(
     Column("context", JSON(none_as_null=True), nullable=True),
     Column("result", Text, nullable=False),
     Column("detail", Text, nullable=False),
+)
+
+# -- rule engine (migration 0002) ------------------------------------------------------------
+
+# Pending `for:` holds, delays, waits and schedules, so that they survive a restart.
+rule_timers = Table(
+    "rule_timers",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("rule_id", ID, nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("due", Double, nullable=False, index=True),
+    Column("data", JSON, nullable=False),
+    Column("created", Double, nullable=False),
+)
+
+rule_traces = Table(
+    "rule_traces",
+    metadata,
+    Column(
+        "id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("rule_id", ID, nullable=False),
+    Column("run_id", ID, nullable=False),
+    Column("started", Double, nullable=False, index=True),
+    Column("finished", Double, nullable=True),
+    Column("outcome", String(32), nullable=False),
+    Column("trace", JSON, nullable=False),
+    # One row per run: a run stored as "running" (say at shutdown) is replaced by its end.
+    Index("ix_rule_traces_rule_id_run_id", "rule_id", "run_id", unique=True),
+    # Serves the per-(rule, outcome) retention and a rule's newest runs.
+    Index("ix_rule_traces_rule_id_outcome_started", "rule_id", "outcome", "started"),
+)
+
+event_history = Table(
+    "event_history",
+    metadata,
+    Column(
+        "id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("ts", Double, nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    # Text, not ID: an MQTT topic may be longer than 255 characters.
+    Column("key", Text, nullable=True),
+    Column("data", JSON, nullable=False),
+    Index("ix_event_history_key_ts", "key", "ts"),
 )

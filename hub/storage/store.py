@@ -12,10 +12,10 @@ import math
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from sqlalchemy import Connection, Table, delete, event, inspect, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -187,6 +187,42 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(alembic_config(connection), "head")
 
 
+class FlushBatch(Protocol):
+    """Writes that a FlushPart hands to one flush, to be written in its transaction."""
+
+    def __len__(self) -> int:
+        """How many rows it holds (a purge or a delete alone counts none)."""
+        ...
+
+    async def write(self, conn: AsyncConnection) -> None:
+        """Write everything on ``conn``; any error fails the whole flush."""
+        ...
+
+    async def write_salvaging(self, conn: AsyncConnection) -> list[tuple[dict[str, Any], str]]:
+        """Write row by row in savepoints; return the rows refused, with the reason.
+
+        Raises a database error when every row of one of its tables is refused.
+        """
+        ...
+
+    def put_back(self) -> None:
+        """Queue the writes again after a failed flush; anything queued since is newer."""
+        ...
+
+
+class FlushPart(Protocol):
+    """A queue of other writes that each flush takes and writes with the states."""
+
+    @property
+    def pending_writes(self) -> int:
+        """How many writes wait for the next flush."""
+        ...
+
+    def take(self) -> FlushBatch | None:
+        """Detach what is queued (None when there is nothing to write)."""
+        ...
+
+
 def _chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -210,6 +246,7 @@ class Storage:
         self._states: dict[str, State] = {}
         self._audit: list[AuditEntry] = []
         self._devices: dict[str, tuple[Device, list[Entity]]] = {}
+        self._parts: list[FlushPart] = []
         self._flush_lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -225,8 +262,28 @@ class Storage:
 
     @property
     def pending_writes(self) -> int:
-        """How many devices, states and audit entries wait for the next flush."""
-        return len(self._devices) + len(self._states) + len(self._audit)
+        """How many devices, states, audit entries and other writes wait for the next flush."""
+        queued = len(self._devices) + len(self._states) + len(self._audit)
+        return queued + sum(part.pending_writes for part in self._parts)
+
+    def add_flush_part(self, part: FlushPart) -> Callable[[], None]:
+        """Have every flush also write what ``part`` queued, in the same transaction.
+
+        Returns the undo: after it, flushes no longer take from ``part``.
+        """
+        self._parts.append(part)
+
+        def remove() -> None:
+            if part in self._parts:
+                self._parts.remove(part)
+
+        return remove
+
+    def wake_flusher(self, what: str) -> None:
+        """Tell the background flusher that ``what`` was queued; StorageError once closed."""
+        if self._closed:
+            raise StorageError(f"storage {self._shown_url} is closed: {what} not stored")
+        self._wakeup.set()
 
     # -- errors ---------------------------------------------------------------------------
 
@@ -672,11 +729,12 @@ class Storage:
     async def _flush_with(self, engine: AsyncEngine) -> None:
         async with self._flush_lock:
             states, audit, devices = self._states, self._audit, self._devices
-            if not states and not audit and not devices:
+            extra = [batch for part in self._parts if (batch := part.take()) is not None]
+            if not states and not audit and not devices and not extra:
                 return
             self._states, self._audit, self._devices = {}, [], {}
             try:
-                await self._write_batch(engine, states, audit, devices)
+                await self._write_batch(engine, states, audit, devices, extra)
             except BaseException as exc:
                 # Put everything back; anything queued meanwhile is newer and wins.
                 for entity_id, state in states.items():
@@ -684,6 +742,8 @@ class Storage:
                 for device_id, item in devices.items():
                     self._devices.setdefault(device_id, item)
                 self._audit[:0] = audit
+                for batch in extra:
+                    batch.put_back()
                 if not isinstance(exc, _DB_ERRORS):
                     raise
                 error = self._error("writing states and audit entries", exc)
@@ -696,6 +756,7 @@ class Storage:
         states: dict[str, State],
         audit: list[AuditEntry],
         devices: dict[str, tuple[Device, list[Entity]]],
+        extra: Sequence[FlushBatch] = (),
     ) -> None:
         state_rows = [
             {
@@ -737,13 +798,20 @@ class Storage:
                     await conn.execute(state_upsert, state_rows)
                 if audit_rows:
                     await conn.execute(audit_insert, audit_rows)
+                for batch in extra:
+                    await batch.write(conn)
         except _DB_ERRORS as exc:
-            if len(state_rows) + len(audit_rows) < 2:
+            if len(state_rows) + len(audit_rows) + sum(len(batch) for batch in extra) < 2:
                 raise
             # One bad row (say a NaN in params) must not hold up every later flush: retry
             # row by row and drop only rows that fail when others of their table succeed.
             await self._salvage(
-                engine, exc, devices, (state_upsert, state_rows), (audit_insert, audit_rows)
+                engine,
+                exc,
+                devices,
+                (state_upsert, state_rows),
+                (audit_insert, audit_rows),
+                extra=extra,
             )
 
     async def _known_entities(
@@ -776,6 +844,7 @@ class Storage:
         first_error: BaseException,
         devices: dict[str, tuple[Device, list[Entity]]],
         *batches: tuple[Any, list[dict[str, Any]]],
+        extra: Sequence[FlushBatch] = (),
     ) -> None:
         dropped: list[tuple[dict[str, Any], str]] = []
         async with self._connect(engine, write=True) as conn:
@@ -801,6 +870,15 @@ class Storage:
                     # data. Roll back and keep the whole batch.
                     raise first_error
                 dropped.extend(bad)
+            for batch in extra:
+                refused: list[tuple[dict[str, Any], str]] | None
+                try:
+                    refused = await batch.write_salvaging(conn)
+                except _DB_ERRORS:
+                    refused = None  # a whole table refused: roll back, keep everything
+                if refused is None:
+                    raise first_error
+                dropped.extend(refused)
         for row, reason in dropped:
             _LOGGER.error("dropped a row that cannot be stored (%s): %r", reason, row)
 
