@@ -213,7 +213,12 @@ async def _run_hub(loaded: LoadedConfig, *, on_started: Any = None, on_stopping:
     from hub.mqtt import MqttError
     from hub.storage import StorageError
 
-    hub = Hub(loaded.config, config_path=loaded.path, source=loaded.source)
+    hub = Hub(
+        loaded.config,
+        config_path=loaded.path,
+        source=loaded.source,
+        secrets_path=loaded.secrets_path,
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, hub.request_stop)
@@ -324,9 +329,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     from hub.plugins import check_plugins
     from hub.yamlsource import ConfigError
 
+    from hub.rules.loader import check_rule_files
+    from hub.yamlsource import SecretResolver
+
     try:
         loaded = load_config(args.config)
         issues = check_plugins(loaded.config, loaded.source)
+        issues += check_rule_files(
+            loaded.config.rules.resolved_paths(loaded.path.parent),
+            missing_ok=not loaded.config.rules.configured,
+            secrets=SecretResolver(loaded.secrets_path),
+        )
     except ConfigError as exc:
         issues = list(exc.issues)
     errors = [i for i in issues if i.severity == "error"]

@@ -380,7 +380,8 @@ class HubConfig(BaseModel):
     mqtt: MqttSection = Field(default_factory=MqttSection)
     database: DatabaseSection = Field(default_factory=DatabaseSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
-    rules: RulesSection = Field(default_factory=RulesSection)
+    # Validated from {} rather than built, so that it learns hub.yaml's folder from the context.
+    rules: RulesSection = Field(default_factory=dict, validate_default=True)
     areas: tuple[AreaConfig, ...] = ()
     groups: tuple[GroupConfig, ...] = ()
     adapters: dict[PluginName, PluginSection] = Field(default_factory=dict)

@@ -72,10 +72,16 @@ class Hub:
     """The running hub. Adapters and front-ends reach it through ``hub.api.PluginContext``."""
 
     def __init__(
-        self, config: HubConfig, *, config_path: Path | None = None, source: SourceDoc | None = None
+        self,
+        config: HubConfig,
+        *,
+        config_path: Path | None = None,
+        source: SourceDoc | None = None,
+        secrets_path: Path | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
+        self.secrets_path = secrets_path  # rule files may use !secret too
         self.source = source  # where each setting was written, for plug-in settings errors
         self.registry = Registry()
         self.bus = EventBus()

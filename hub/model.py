@@ -159,14 +159,15 @@ def _on_off(value: Any) -> str:
     raise InvalidValue(f"expected 'on' or 'off', got {value!r}")
 
 
-def _number(value: Any) -> float:
+def _number(value: Any) -> int | float:
     # bool is an int subclass; a sensor that says True is broken, not 1.0
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidValue(f"expected a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
+    if isinstance(value, int):
+        return value  # a brightness of 10 stays 10, not 10.0, in messages and on MQTT
+    if not math.isfinite(value):
         raise InvalidValue(f"expected a finite number, got {value!r}")
-    return number
+    return value
 
 
 def _one_of(value: Any, allowed: frozenset[str]) -> str:

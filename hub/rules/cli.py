@@ -30,15 +30,18 @@ def _ruleset(args: argparse.Namespace, loaded: LoadedConfig) -> RuleSet | None:
     from hub.rules.loader import load_rules
     from hub.yamlsource import ConfigError
 
-    paths = list(args.rules) if getattr(args, "rules", None) else [
-        p for p in loaded.config.rules.resolved_paths(loaded.path.parent) if p.exists()
-    ]
-    missing = [p for p in paths if not p.exists()]
-    if missing:
-        print(f"hub rules: no such rule folder: {', '.join(map(str, missing))}", file=sys.stderr)
-        return None
+    from hub.yamlsource import SecretResolver
+
+    explicit = bool(getattr(args, "rules", None))
+    paths = list(args.rules) if explicit else list(
+        loaded.config.rules.resolved_paths(loaded.path.parent)
+    )
     try:
-        return load_rules(paths)
+        return load_rules(
+            paths,
+            missing_ok=not (explicit or loaded.config.rules.configured),
+            secrets=SecretResolver(loaded.secrets_path),
+        )
     except ConfigError as exc:
         for issue in exc.issues:
             print(issue, file=sys.stderr)

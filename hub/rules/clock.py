@@ -192,7 +192,7 @@ class _SimTimer:
         """Stop the callback from running; harmless after it ran or was cancelled."""
         if not self.cancelled and not self.fired:
             self.cancelled = True
-            self._clock._active -= 1
+            self._clock._forget_cancelled()
 
 
 class SimulatedClock(Clock):
@@ -280,6 +280,14 @@ class SimulatedClock(Clock):
     async def run_until_idle(self) -> None:
         """Let ready tasks settle and fire timers already due, without moving time."""
         await self.advance_to(self._now)
+
+    def _forget_cancelled(self) -> None:
+        self._active -= 1
+        # Cancelled timers wait in the heap until popped; rebuild it once they are most
+        # of it, so a long replay that keeps cancelling (mode: restart) stays small.
+        if len(self._heap) > 64 and len(self._heap) > 2 * self._active:
+            self._heap = [entry for entry in self._heap if not entry[2].cancelled]
+            heapq.heapify(self._heap)
 
     def _drop_cancelled(self) -> None:
         while self._heap and self._heap[0][2].cancelled:

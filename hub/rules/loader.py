@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
-import importlib.util
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -169,61 +167,37 @@ RESERVED_VARIABLES = frozenset({"trigger", "wait", "repeat"})
 TARGET_KINDS = ("entity", "device", "group", "area")
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_TIME_OF_DAY = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?")
 _JSON_PATH = re.compile(r"[^.\s]+(?:\.[^.\s]+)*")
 
-# --- helpers written by others, used when present ----------------------------------------
-
-
-@functools.cache
-def _helper(module: str, name: str) -> Callable[[str], Any] | None:
-    """Return ``module.name`` if that module exists (imported lazily), else None."""
-    if importlib.util.find_spec(module) is None:
-        return None
-    found: Callable[[str], Any] | None = getattr(importlib.import_module(module), name, None)
-    return found
-
-
-def _message_of(check: Callable[[str], Any], text: str) -> str | None:
-    """Run a checker that either returns an error message (or None) or raises ValueError."""
-    try:
-        result = check(text)
-    except ValueError as exc:
-        return str(exc)
-    return result if isinstance(result, str) else None
+# --- checks that live with the engine (imported lazily: `hub check` stays light) ----------
 
 
 def _expression_error(text: str) -> str | None:
-    check = _helper("hub.rules.expr", "validate_expression")
-    return _message_of(check, text) if check is not None else None
+    from hub.rules.expr import validate_expression
+
+    return validate_expression(text)
 
 
 def _template_error(text: str) -> str | None:
-    check = _helper("hub.rules.expr", "validate_template")
-    return _message_of(check, text) if check is not None else None
+    from hub.rules.expr import validate_template
+
+    return validate_template(text)
 
 
 def _time_of_day_error(text: str) -> str | None:
-    parse = _helper("hub.rules.schedule", "parse_time_of_day")
-    if parse is not None:
-        return _message_of(parse, text)
-    if _TIME_OF_DAY.fullmatch(text.strip()):
-        return None
-    return f"expected a time of day like '07:30' or '07:30:15', got {text!r}"
+    from hub.rules.schedule import parse_time_of_day
+
+    try:
+        parse_time_of_day(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _cron_error(text: str) -> str | None:
-    check = _helper("hub.rules.schedule", "validate_cron")
-    if check is not None:
-        return _message_of(check, text)
-    from croniter import croniter
+    from hub.rules.schedule import validate_cron
 
-    fields = len(text.split())
-    if fields != 5:
-        return f"a cron expression has 5 fields (minute hour day month weekday), got {fields}"
-    if not croniter.is_valid(text):
-        return f"invalid cron expression {text!r}"
-    return None
+    return validate_cron(text)
 
 
 # --- describing values --------------------------------------------------------------------
@@ -324,7 +298,10 @@ class _RuleFile:
         self, at: PathKey, shown: PathKey, message: str, *, at_value: bool, severity: str
     ) -> None:
         if self.doc.unresolved(at):
-            return  # yamlsource has already said why this value is missing
+            # yamlsource has already said why this value is missing; it still spoils the rule.
+            if severity == "error":
+                self.errors += 1
+            return
         line, col = self.doc.value_position(at) if at_value else self.doc.position(at)
         self.issues.append(
             ConfigIssue(self.doc.file, line, col, self.shown(shown), message, severity)
@@ -374,7 +351,9 @@ class _RuleFile:
         """``value`` if it is a mapping, else report and return None."""
         if isinstance(value, dict):
             return value
-        self.error(path, f"expected {what} (a mapping of key: value), got {_describe(value)}")
+        if "(" not in what and "{" not in what:
+            what += " (a mapping of key: value)"
+        self.error(path, f"expected {what}, got {_describe(value)}")
         return None
 
     def items(self, value: Any, path: PathKey, what: str) -> list[tuple[Any, PathKey]]:
@@ -439,6 +418,7 @@ class _RuleFile:
 
     def choice(self, value: Any, path: PathKey, choices: Sequence[str]) -> str | None:
         """``value`` if it is one of ``choices``, else report (with a suggestion)."""
+        choices = [str(choice) for choice in choices]  # enum members by their values
         if isinstance(value, str) and value in choices:
             return value
         hint = suggest(value, choices) if isinstance(value, str) else ""
@@ -446,8 +426,8 @@ class _RuleFile:
         self.error(path, f"expected one of {listed}, got {_describe(value)}{hint}")
         return None
 
-    def rule_or_trigger_id(self, value: Any, path: PathKey, what: str) -> str:
-        """A valid id (``hub.model.check_id`` rules), else report."""
+    def ident(self, value: Any, path: PathKey, what: str) -> str:
+        """A valid rule, trigger, device or webhook id (``hub.model.check_id``), else report."""
         if isinstance(value, str) and ID_PATTERN.match(value):
             return value
         if isinstance(value, str):
@@ -479,8 +459,7 @@ class _RuleFile:
     def device_ids(self, value: Any, path: PathKey) -> tuple[str, ...]:
         """One device id or a list of them."""
         return tuple(
-            self.rule_or_trigger_id(item, at, "device id")
-            for item, at in self.items(value, path, "device")
+            self.ident(item, at, "device id") for item, at in self.items(value, path, "device")
         )
 
     def values(self, value: Any, path: PathKey) -> tuple[Any, ...]:
@@ -508,7 +487,7 @@ class _RuleFile:
         return None
 
     def time_of_day(self, value: Any, path: PathKey) -> str:
-        """ "HH:MM" or "HH:MM:SS", kept as written."""
+        """A time of day ("HH:MM" or "HH:MM:SS"), kept as written."""
         text = self.text(value, path, "a time of day like '07:30'")
         if text:
             message = _time_of_day_error(text)
@@ -574,7 +553,8 @@ class _RuleFile:
         """A command target: entity, device, group or area id (``kind:`` prefix), or template."""
         text = self.text(value, path, "a target (entity, device, group or area id)")
         if not text or _is_template(text):
-            return self.template(text, path)  # type: ignore[no-any-return]
+            self.template(text, path)
+            return text
         kind, sep, name = text.partition(":")
         if not sep:
             kind, name = "", text
@@ -617,7 +597,10 @@ class _RuleFile:
             if set(present) == {"wait", "wait_expr"}:
                 message = "give either 'wait' (triggers) or 'wait_expr', not both"
             else:
-                message = f"{_article(what)} has one type, got {' and '.join(map(repr, present))}"
+                both = " and ".join(map(repr, present))
+                message = (
+                    f"{_article(what)} has exactly one type, got {both} (write one {what} each)"
+                )
             self.error_at_key((*path, present[1]), message)
             return None
         options = {option for keys in types.values() for option in keys} | set(common)
@@ -626,14 +609,7 @@ class _RuleFile:
             hint = suggest(unknown[0], types)
             self.error_at_key((*path, unknown[0]), f"unknown {what} type {unknown[0]!r}{hint}")
         else:
-            listed = ", ".join(types)
-            self._add(
-                path,
-                path,
-                f"{_article(what)} needs its type: one of {listed}",
-                at_value=True,
-                severity="error",
-            )
+            self.error(path, f"{_article(what)} needs its type: one of {', '.join(types)}")
         return None
 
     # --- triggers ---
@@ -648,7 +624,7 @@ class _RuleFile:
             return None
         common: dict[str, Any] = {"pos": self.pos(path)}
         if "id" in data:
-            common["id"] = self.rule_or_trigger_id(data["id"], (*path, "id"), "trigger id")
+            common["id"] = self.ident(data["id"], (*path, "id"), "trigger id")
         return self._triggers[kind](data, path, common)
 
     def triggers(self, value: Any, path: PathKey) -> tuple[Trigger, ...]:
@@ -797,7 +773,7 @@ class _RuleFile:
         self, data: dict[str, Any], path: PathKey, common: dict[str, Any]
     ) -> Trigger:
         # The name is part of the URL (/api/webhook/NAME): same rules as ids.
-        name = self.rule_or_trigger_id(data["webhook"], (*path, "webhook"), "webhook name")
+        name = self.ident(data["webhook"], (*path, "webhook"), "webhook name")
         return WebhookTrigger(**common, name=name)
 
     def _calendar_trigger(
@@ -836,7 +812,7 @@ class _RuleFile:
         """One condition: a mapping, or a plain expression string."""
         if isinstance(value, str):
             return ExpressionCondition(expression=self.expression(value, path), pos=self.pos(path))
-        data = self.mapping(value, path, "a condition (or an expression)")
+        data = self.mapping(value, path, "a condition (a mapping, or an expression as text)")
         if data is None:
             return None
         kind = self.pick(data, path, CONDITION_TYPES, (), "condition")
@@ -930,7 +906,7 @@ class _RuleFile:
         where = (*path, "trigger")
         ids = []
         for item, at in self.items(data["trigger"], where, "trigger id"):
-            ident = self.rule_or_trigger_id(item, at, "trigger id")
+            ident = self.ident(item, at, "trigger id")
             if ident:
                 self.trigger_refs.append((at, ident))
             ids.append(ident)
@@ -1163,12 +1139,11 @@ class _RuleFile:
         if url and not _is_template(url) and not url.startswith(("http://", "https://")):
             self.error(where, f"expected an http:// or https:// URL, got {url!r}")
         method = "POST"
-        if "method" in data:
-            raw = data["method"]
-            chosen = self.choice(
-                raw.upper() if isinstance(raw, str) else raw, (*path, "method"), HTTP_METHODS
-            )
-            method = chosen or method
+        raw = data.get("method")
+        if isinstance(raw, str) and raw.upper() in HTTP_METHODS:
+            method = raw.upper()
+        elif "method" in data:
+            self.choice(raw, (*path, "method"), HTTP_METHODS)
         headers: dict[str, str] = {}
         for name, value in self.data(
             data.get("headers"), (*path, "headers"), templates=True
@@ -1283,12 +1258,12 @@ class _RuleFile:
         elif kind == "command":
             self.text(data["command"], where, "a command name")
         elif kind == "webhook":
-            self.rule_or_trigger_id(data["webhook"], where, "webhook name")
+            self.ident(data["webhook"], where, "webhook name")
         elif kind == "event":
             self.text(data["event"], where, "an event type")
             self.data(data.get("data"), (*path, "data"), templates=False)
         else:  # device
-            self.rule_or_trigger_id(data["device"], where, "device id")
+            self.ident(data["device"], where, "device id")
             self.require(data, path, "to")
             if "to" in data:
                 self.choice(data["to"], (*path, "to"), ("online", "offline"))
@@ -1359,9 +1334,7 @@ class _RuleFile:
             return None
         errors = self.errors
         self.check_keys(data, path, RULE_KEYS, ("id", "triggers", "actions"))
-        rule_id = (
-            self.rule_or_trigger_id(data["id"], (*path, "id"), "rule id") if "id" in data else ""
-        )
+        rule_id = self.ident(data["id"], (*path, "id"), "rule id") if "id" in data else ""
         description = data.get("description")
         if description is not None:
             description = self.text(
@@ -1409,8 +1382,9 @@ class _RuleFile:
         for at, ident in self.trigger_refs:
             if ident in self.trigger_ids:
                 continue
-            hint = suggest(ident, sorted(self.trigger_ids))
-            if not self.trigger_ids:
+            known = sorted(self.trigger_ids)
+            hint = suggest(ident, known) or f" (this rule's trigger ids: {', '.join(known)})"
+            if not known:
                 hint = " (no trigger of this rule has an id)"
             self.error(at, f"unknown trigger id {ident!r}{hint}")
 
@@ -1433,14 +1407,15 @@ class _RuleFile:
             tests.append(test)
         return tuple(tests)
 
-    def load(self) -> list[Rule]:
-        """Every rule of the file that has no error."""
+    def load(self, yaml_issues: Sequence[ConfigIssue] = ()) -> list[Rule]:
+        """Every rule of the file without an error (``yaml_issues``: the YAML loader's)."""
         data = self.doc.data
+        flawed = [issue.path for issue in yaml_issues if issue.severity == "error"]
         if data is None:
             return []
         if isinstance(data, dict):
             rule = self.rule(data, ())
-            return [] if rule is None else [rule]
+            return [] if rule is None or flawed else [rule]
         if not isinstance(data, list):
             self.error(
                 (),
@@ -1450,7 +1425,11 @@ class _RuleFile:
         rules: dict[str, Rule] = {}
         for index, item in enumerate(data):
             rule = self.rule(item, (index,))
-            if rule is None:
+            # A problem the YAML loader found inside this rule (a duplicate key, a missing
+            # secret) spoils it too.
+            if rule is None or any(
+                not path.startswith("[") or path.startswith(f"[{index}]") for path in flawed
+            ):
                 continue
             first = rules.get(rule.id)
             if first is None:
@@ -1497,7 +1476,7 @@ def _read_rule_file(
         doc = exc.doc
         issues = list(exc.issues)
     reader = _RuleFile(doc)
-    rules = reader.load()
+    rules = reader.load(issues)
     if reader.listed:
         issues = [_with_rules_prefix(issue) for issue in issues]
     locations = [reader.id_location(rule) for rule in rules]

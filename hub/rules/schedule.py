@@ -46,7 +46,8 @@ SUN_EVENTS = ("sunrise", "sunset")
 
 # How far ahead next_sun looks for a day with the event before giving up.
 _SUN_SEARCH_DAYS = 400
-# Sun elevation at sunrise/sunset: the upper limb on the horizon, with refraction.
+# Geometric sun elevation at sunrise/sunset: the upper limb on the horizon once
+# refraction lifts it (the usual 34' of refraction plus 16' of solar radius).
 _HORIZON = -0.833
 
 
@@ -288,7 +289,7 @@ def next_sun(after: datetime, event: str, offset: float, location: Location) -> 
 
 
 def _sun_is_up(now: datetime, location: Location) -> bool:
-    return astral_sun.elevation(location.observer, now) > _HORIZON
+    return astral_sun.elevation(location.observer, now, with_refraction=False) > _HORIZON
 
 
 def sun_condition(

@@ -53,8 +53,14 @@ class RulesService:
 
     def _load(self) -> RuleSet:
         from hub.rules.loader import load_rules
+        from hub.yamlsource import SecretResolver
 
-        return load_rules([p for p in rule_paths(self._hub) if p.exists()])
+        hub = self._hub
+        return load_rules(
+            rule_paths(hub),
+            missing_ok=not hub.config.rules.configured,
+            secrets=SecretResolver(hub.secrets_path),
+        )
 
     async def start(self) -> None:
         """Load the rules and start the engine (invalid rule files: log, run no rules)."""

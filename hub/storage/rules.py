@@ -171,7 +171,7 @@ class RuleStore:
         self._detach = storage.add_flush_part(self)
 
     def detach(self) -> None:
-        """Stop adding this store's writes to the storage's flushes; what is queued stays."""
+        """Stop adding this store's writes to the storage's flushes (the queue is not written)."""
         self._detach()
 
     # -- queueing (the hot path: no I/O) ------------------------------------------------------

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -151,7 +152,7 @@ async def test_timers_fire_in_time_order_with_time_set_to_each() -> None:
     clock = SimulatedClock(START)
     seen: list[tuple[str, float]] = []
     for name, delay in (("c", 30.0), ("a", 10.0), ("b", 20.0)):
-        clock.call_at(START + delay, lambda name=name: seen.append((name, clock.time())))
+        clock.call_at(START + delay, partial(lambda n: seen.append((n, clock.time())), name))
     assert clock.pending() == 3
     await clock.advance(25)
     assert seen == [("a", START + 10), ("b", START + 20)]
@@ -166,7 +167,7 @@ async def test_same_instant_timers_fire_in_scheduling_order() -> None:
     clock = SimulatedClock(START)
     seen: list[int] = []
     for index in range(20):
-        clock.call_at(START + 5, lambda index=index: seen.append(index))
+        clock.call_at(START + 5, partial(seen.append, index))
     await clock.advance(5)
     assert seen == list(range(20))
 
@@ -393,8 +394,10 @@ async def test_concurrent_advance_is_refused() -> None:
         except RuntimeError as exc:
             errors.append(exc)
 
-    clock.call_at(START + 1, lambda: asyncio.ensure_future(meddle()))
+    tasks: list[asyncio.Task[None]] = []
+    clock.call_at(START + 1, lambda: tasks.append(asyncio.create_task(meddle())))
     await clock.advance(2)
+    assert tasks[0].done()
     assert len(errors) == 1
     assert "already being advanced" in str(errors[0])
 
@@ -414,3 +417,16 @@ async def test_a_busy_looping_task_is_reported() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_many_cancelled_timers_keep_order_and_count() -> None:
+    clock = SimulatedClock(START)
+    seen: list[int] = []
+    handles = [clock.call_at(START + n, partial(seen.append, n)) for n in range(1000)]
+    for n, handle in enumerate(handles):
+        if n % 10:
+            handle.cancel()
+    assert clock.pending() == 100
+    await clock.advance(1000)
+    assert seen == list(range(0, 1000, 10))
+    assert clock.pending() == 0

@@ -480,6 +480,16 @@ async def test_the_background_flusher_writes_rule_data_unasked(storage_url: str)
         await store.close()
 
 
+async def test_a_detached_store_is_no_longer_flushed(storage: Storage, rules: RuleStore) -> None:
+    rules.queue_history(hist(1.0))
+    assert storage.pending_writes == 1
+    rules.detach()
+    assert storage.pending_writes == 0
+    await storage.flush()
+    assert rules.pending_writes == 1
+    assert await rules.history(0.0) == []
+
+
 async def test_history_flush_of_2000_rows_is_cheap(
     storage: Storage, rules: RuleStore, storage_url: str
 ) -> None:

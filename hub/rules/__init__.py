@@ -1,0 +1,1 @@
+"""The YAML rule engine: the rule model, its loader, expressions, schedules and the engine."""
