@@ -108,48 +108,74 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     rules = sub.add_parser(
-        "rules", help="test, trace, replay and control rules",
+        "rules",
+        help="test, trace, replay and control rules",
         description="Work with the YAML rules: run their tests, read their traces, replay "
         "history through them, and enable, disable or reload them in a running hub.",
     )
     rsub = rules.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
     rtest = rsub.add_parser(
-        "test", help="run the rules' own test cases",
+        "test",
+        help="run the rules' own test cases",
         description="Run every rule's tests on a simulated clock, against no broker and no "
         "device. Exit 1 if any fails.",
     )
     rtest.add_argument("rule", nargs="*", help="only these rules")
     rtrace = rsub.add_parser(
-        "trace", help="show a rule's recent runs",
+        "trace",
+        help="show a rule's recent runs",
         description="Show the stored traces of a rule: trigger, conditions, steps, outcome.",
     )
     rtrace.add_argument("rule", help="the rule id")
     rtrace.add_argument("--limit", type=int, default=5, help="how many runs (default 5)")
     rtrace.add_argument("--outcome", help="only runs with this outcome (ok, error, ...)")
     rreplay = rsub.add_parser(
-        "replay", help="replay recorded history through the rules (dry run)",
+        "replay",
+        help="replay recorded history through the rules (dry run)",
         description="Replay the recorded event history through a (changed) rule set on a "
         "simulated clock and print the commands it would have issued. Touches nothing.",
     )
-    rreplay.add_argument("--since", required=True, metavar="DURATION", help="how far back, e.g. 2h or 1d")
-    rlist = rsub.add_parser("list", help="list the rules", description="List the rules in the rule folders.")
+    rreplay.add_argument(
+        "--since", required=True, metavar="DURATION", help="how far back, e.g. 2h or 1d"
+    )
+    rlist = rsub.add_parser(
+        "list", help="list the rules", description="List the rules in the rule folders."
+    )
     for name in ("enable", "disable"):
-        p = rsub.add_parser(name, help=f"{name} a rule in the running hub",
-                            description=f"{name.capitalize()} a rule in the running hub (over MQTT).")
+        p = rsub.add_parser(
+            name,
+            help=f"{name} a rule in the running hub",
+            description=f"{name.capitalize()} a rule in the running hub (over MQTT).",
+        )
         p.add_argument("rule", help="the rule id")
-    rsub.add_parser("reload", help="reload the rule files in the running hub",
-                    description="Ask the running hub to reload its rule files. An invalid "
-                    "set is refused and the running rules stay.")
-    for p in (rtest, rtrace, rreplay, rlist, *[rsub.choices[n] for n in ("enable", "disable", "reload")]):
+    rsub.add_parser(
+        "reload",
+        help="reload the rule files in the running hub",
+        description="Ask the running hub to reload its rule files. An invalid "
+        "set is refused and the running rules stay.",
+    )
+    for p in (
+        rtest,
+        rtrace,
+        rreplay,
+        rlist,
+        *[rsub.choices[n] for n in ("enable", "disable", "reload")],
+    ):
         _add_config(p)
     for p in (rtest, rtrace, rreplay, rlist):
         _add_json(p)
     for p in (rtest, rreplay, rlist):
-        p.add_argument("--rules", action="append", type=Path, metavar="DIR",
-                       help="rule folder(s) to use instead of hub.yaml's rules.paths")
+        p.add_argument(
+            "--rules",
+            action="append",
+            type=Path,
+            metavar="DIR",
+            help="rule folder(s) to use instead of hub.yaml's rules.paths",
+        )
 
     why = sub.add_parser(
-        "why", help="explain why an entity is in its state",
+        "why",
+        help="explain why an entity is in its state",
         description="Print the chain of causes behind an entity's current state: the device, "
         "the rule run (with its trigger) and the person or event that started it.",
     )
@@ -327,10 +353,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     """``hub check``."""
     from hub.config import load_config
     from hub.plugins import check_plugins
-    from hub.yamlsource import ConfigError
-
     from hub.rules.loader import check_rule_files
-    from hub.yamlsource import SecretResolver
+    from hub.yamlsource import ConfigError, SecretResolver
 
     try:
         loaded = load_config(args.config)

@@ -28,13 +28,13 @@ def _loaded(args: argparse.Namespace) -> LoadedConfig | None:
 
 def _ruleset(args: argparse.Namespace, loaded: LoadedConfig) -> RuleSet | None:
     from hub.rules.loader import load_rules
-    from hub.yamlsource import ConfigError
-
-    from hub.yamlsource import SecretResolver
+    from hub.yamlsource import ConfigError, SecretResolver
 
     explicit = bool(getattr(args, "rules", None))
-    paths = list(args.rules) if explicit else list(
-        loaded.config.rules.resolved_paths(loaded.path.parent)
+    paths = (
+        list(args.rules)
+        if explicit
+        else list(loaded.config.rules.resolved_paths(loaded.path.parent))
     )
     try:
         return load_rules(
@@ -105,8 +105,17 @@ def cmd_test(args: argparse.Namespace) -> int:
     results = asyncio.run(run_rule_tests(ruleset, tz=tz, location=location, only=args.rule))
     failed = [r for r in results if not r.passed]
     if args.json:
-        print(json.dumps({"passed": len(results) - len(failed), "failed": len(failed),
-                          "tests": [r.to_dict() for r in results]}, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "passed": len(results) - len(failed),
+                    "failed": len(failed),
+                    "tests": [r.to_dict() for r in results],
+                },
+                indent=2,
+                default=str,
+            )
+        )
     else:
         for result in results:
             mark = "PASS" if result.passed else "FAIL"
@@ -117,7 +126,9 @@ def cmd_test(args: argparse.Namespace) -> int:
                     print(f"      - {problem}")
         untested = [r for r in ruleset.rules.values() if not r.tests]
         if untested and not args.rule:
-            print(f"note: {len(untested)} rule(s) have no tests: {', '.join(r.id for r in untested)}")
+            print(
+                f"note: {len(untested)} rule(s) have no tests: {', '.join(r.id for r in untested)}"
+            )
         print(f"rules: {len(results) - len(failed)} passed, {len(failed)} failed")
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -240,19 +251,34 @@ def cmd_replay(args: argparse.Namespace) -> int:
             registry = await _stored_registry(storage)
         finally:
             store.detach()
-        print(f"replaying {len(history)} recorded events since {_when(since, tz)} "
-              f"through {len(ruleset.rules)} rule(s) ...", file=sys.stderr)
-        return await replay(ruleset, history, since=since, until=until, registry=registry,
-                            tz=tz, location=location)
+        print(
+            f"replaying {len(history)} recorded events since {_when(since, tz)} "
+            f"through {len(ruleset.rules)} rule(s) ...",
+            file=sys.stderr,
+        )
+        return await replay(
+            ruleset, history, since=since, until=until, registry=registry, tz=tz, location=location
+        )
 
     result = asyncio.run(_with_storage(loaded, work))
     commands = [e for e in result.effects if e["kind"] == "command"]
     if args.json:
-        print(json.dumps({"since": result.since, "until": result.until, "events": result.events,
-                          "effects": result.effects,
-                          "runs": [{"rule": t["rule_id"], "outcome": t["outcome"],
-                                    "started": t["started"]} for t in result.traces]},
-                         indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "since": result.since,
+                    "until": result.until,
+                    "events": result.events,
+                    "effects": result.effects,
+                    "runs": [
+                        {"rule": t["rule_id"], "outcome": t["outcome"], "started": t["started"]}
+                        for t in result.traces
+                    ],
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return EXIT_OK
     for effect in result.effects:
         what = effect["kind"]
@@ -267,8 +293,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for trace in result.traces:
         outcomes[trace["outcome"]] = outcomes.get(trace["outcome"], 0) + 1
     summary = ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) or "no runs"
-    print(f"{result.events} events replayed; {len(result.traces)} rule runs ({summary}); "
-          f"{len(commands)} command(s) would have been issued; nothing was touched")
+    print(
+        f"{result.events} events replayed; {len(result.traces)} rule runs ({summary}); "
+        f"{len(commands)} command(s) would have been issued; nothing was touched"
+    )
     return EXIT_OK
 
 
@@ -285,8 +313,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     rows = [
         {
-            "id": rule.id, "description": rule.description, "mode": rule.mode.value,
-            "enabled": rule.enabled, "triggers": len(rule.triggers), "tests": len(rule.tests),
+            "id": rule.id,
+            "description": rule.description,
+            "mode": rule.mode.value,
+            "enabled": rule.enabled,
+            "triggers": len(rule.triggers),
+            "tests": len(rule.tests),
             "pos": str(rule.pos),
         }
         for rule in ruleset.rules.values()
@@ -296,7 +328,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     for row in rows:
         flag = "" if row["enabled"] else " (disabled)"
-        print(f"{row['id']:<32} {row['mode']:<9} {row['tests']} test(s){flag}  {row['description']}")
+        print(
+            f"{row['id']:<32} {row['mode']:<9} {row['tests']} test(s){flag}  {row['description']}"
+        )
     return EXIT_OK
 
 
@@ -321,8 +355,10 @@ def _control(args: argparse.Namespace, topic_leaf: str, payload: bytes) -> int:
             info = json.loads(runtime_file(loaded).read_text())
             url = info["broker"]
         except (OSError, ValueError, KeyError):
-            print("hub rules: no running hub found (no mqtt.url and no "
-                  f"{runtime_file(loaded)})", file=sys.stderr)
+            print(
+                f"hub rules: no running hub found (no mqtt.url and no {runtime_file(loaded)})",
+                file=sys.stderr,
+            )
             return EXIT_FAILED
     address = BrokerAddress.parse(url)
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"hub-cli-{time.time_ns():x}")
@@ -334,7 +370,10 @@ def _control(args: argparse.Namespace, topic_leaf: str, payload: bytes) -> int:
         info = client.publish(f"{base}/{topic_leaf}", payload, qos=1)
         info.wait_for_publish(5)
     except OSError as exc:
-        print(f"hub rules: cannot reach the hub's broker at {address.display()}: {exc}", file=sys.stderr)
+        print(
+            f"hub rules: cannot reach the hub's broker at {address.display()}: {exc}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     finally:
         client.disconnect()
@@ -399,11 +438,21 @@ def why(args: argparse.Namespace) -> int:
         print(f"hub why: no stored state for {args.entity!r}", file=sys.stderr)
         return EXIT_FAILED
     if args.json:
-        print(json.dumps({
-            "entity_id": args.entity, "state": state.value, "since": state.last_changed,
-            "chain": [{"context": node.to_dict(), "trace": trace.trace if trace else None}
-                      for node, trace in chain],
-        }, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "entity_id": args.entity,
+                    "state": state.value,
+                    "since": state.last_changed,
+                    "chain": [
+                        {"context": node.to_dict(), "trace": trace.trace if trace else None}
+                        for node, trace in chain
+                    ],
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return EXIT_OK
     print(f"{args.entity} is {state.value!r} since {_when(state.last_changed, tz)}")
     for depth, (node, trace) in enumerate(chain):

@@ -181,9 +181,16 @@ class _HeldWatch(Watch):
         self.pending[key] = self.engine.clock.call_at(due, elapsed)
         if self.durable:
             self.engine.persist_timer(
-                self.timer_id(key), self.owner, "for", due,
-                {"trigger_index": self.index, "key": key, "data": data,
-                 "context": parent.to_dict() if parent else None},
+                self.timer_id(key),
+                self.owner,
+                "for",
+                due,
+                {
+                    "trigger_index": self.index,
+                    "key": key,
+                    "data": data,
+                    "context": parent.to_dict() if parent else None,
+                },
             )
 
     def cancel(self, key: str) -> None:
@@ -222,7 +229,9 @@ class StateWatch(_HeldWatch):
         to_ok = t.to is None or any(values_equal(v, new_v) for v in t.to)
         if from_ok and to_ok:
             data = self.data(
-                "state", entity_id=event.entity_id, attribute=t.attribute,
+                "state",
+                entity_id=event.entity_id,
+                attribute=t.attribute,
                 **{"from": _jsonable(old_v), "to": _jsonable(new_v)},
             )
             self.hit(event.entity_id, data, event.new.context)
@@ -270,8 +279,12 @@ class NumericWatch(_HeldWatch):
                 value = self.engine.entity_value(entity_id, t.attribute)
                 parent = event.new.context if entity_id == event.entity_id else None
                 data = self.data(
-                    "numeric", entity_id=entity_id, attribute=t.attribute,
-                    value=_jsonable(value), above=t.above, below=t.below,
+                    "numeric",
+                    entity_id=entity_id,
+                    attribute=t.attribute,
+                    value=_jsonable(value),
+                    above=t.above,
+                    below=t.below,
                 )
                 self.hit(entity_id, data, parent)
             elif not now:
@@ -390,7 +403,10 @@ class ScheduleWatch(Watch):
         self._undo = [handle.cancel]
         if self.durable:
             self.engine.persist_timer(
-                f"schedule:{self.owner}:{self.index}", self.owner, "schedule", due,
+                f"schedule:{self.owner}:{self.index}",
+                self.owner,
+                "schedule",
+                due,
                 {"trigger_index": self.index},
             )
 
@@ -401,7 +417,10 @@ class ScheduleWatch(Watch):
 
 def _platform(trigger: Trigger) -> str:
     return {
-        TimeTrigger: "time", CronTrigger: "cron", SunTrigger: "sun", IntervalTrigger: "every",
+        TimeTrigger: "time",
+        CronTrigger: "cron",
+        SunTrigger: "sun",
+        IntervalTrigger: "every",
     }.get(type(trigger), "schedule")
 
 
@@ -597,12 +616,20 @@ class RuleEngine:
     def _on_state(self, event: StateChanged) -> None:
         if self.record_history and self.store is not None:
             old = event.old
-            if old is None or old.value != event.new.value or old.attributes != event.new.attributes:
-                self._history("state", event.entity_id, {
-                    "value": event.new.value,
-                    "attributes": dict(event.new.attributes),
-                    "old": old.value if old else None,
-                })
+            if (
+                old is None
+                or old.value != event.new.value
+                or old.attributes != event.new.attributes
+            ):
+                self._history(
+                    "state",
+                    event.entity_id,
+                    {
+                        "value": event.new.value,
+                        "attributes": dict(event.new.attributes),
+                        "old": old.value if old else None,
+                    },
+                )
         watches = self.state_index.get(event.entity_id)
         if not watches:
             return
@@ -622,9 +649,12 @@ class RuleEngine:
     def _on_custom_event(self, event: CustomEvent) -> None:
         if self.record_history and self.store is not None:
             self._history("event", event.event_type, {"data": event.data})
-        self._offer(self.event_index, event.event_type,
-                    {"platform": "event", "event_type": event.event_type, "data": event.data},
-                    event.context)
+        self._offer(
+            self.event_index,
+            event.event_type,
+            {"platform": "event", "event_type": event.event_type, "data": event.data},
+            event.context,
+        )
 
     def _offer(
         self, index: dict[str, list[Watch]], key: str, data: dict[str, Any], parent: Context | None
@@ -666,21 +696,33 @@ class RuleEngine:
         """A front-end's named command; returns how many rules listen to it."""
         if self.record_history and self.store is not None:
             self._history("command", name, {"data": _jsonable(data)})
-        return self._offer(self.command_index, name, {"platform": "command", "name": name, **data}, context)
+        return self._offer(
+            self.command_index, name, {"platform": "command", "name": name, **data}, context
+        )
 
     def fire_webhook(self, name: str, payload: Any = None, context: Context | None = None) -> int:
         """A call to a named webhook; returns how many rules listen to it."""
         if self.record_history and self.store is not None:
             self._history("webhook", name, {"payload": _jsonable(payload)})
         return self._offer(
-            self.webhook_index, name, {"platform": "webhook", "name": name, "json": payload}, context
+            self.webhook_index,
+            name,
+            {"platform": "webhook", "name": name, "json": payload},
+            context,
         )
 
     def fire_calendar(self, calendar: str, event: str, summary: str, **data: Any) -> int:
         """A calendar event started or ended (called by the calendar plug-in)."""
         return self._offer(
-            self.calendar_index, calendar,
-            {"platform": "calendar", "calendar": calendar, "event": event, "summary": summary, **data},
+            self.calendar_index,
+            calendar,
+            {
+                "platform": "calendar",
+                "calendar": calendar,
+                "event": event,
+                "summary": summary,
+                **data,
+            },
             None,
         )
 
@@ -700,7 +742,9 @@ class RuleEngine:
         active = [run for run in compiled.runs if run.task is not None and not run.task.done()]
         if active:
             if rule.mode is Mode.SINGLE:
-                self._record_skip(compiled, data, parent, "skipped", "already running (mode single)")
+                self._record_skip(
+                    compiled, data, parent, "skipped", "already running (mode single)"
+                )
                 return
             if rule.mode is Mode.RESTART:
                 for run in active:
@@ -709,12 +753,16 @@ class RuleEngine:
                         run.task.cancel()
             elif rule.mode is Mode.QUEUED:
                 if len(compiled.queue) >= rule.max:
-                    self._record_skip(compiled, data, parent, "dropped", f"queue full (max {rule.max})")
+                    self._record_skip(
+                        compiled, data, parent, "dropped", f"queue full (max {rule.max})"
+                    )
                 else:
                     compiled.queue.append((data, parent))
                 return
             elif rule.mode is Mode.PARALLEL and len(active) >= rule.max:
-                self._record_skip(compiled, data, parent, "dropped", f"{rule.max} runs already going")
+                self._record_skip(
+                    compiled, data, parent, "dropped", f"{rule.max} runs already going"
+                )
                 return
         self.start_run(compiled, data, parent)
 
@@ -737,7 +785,9 @@ class RuleEngine:
         if variables is None:
             scope_vars: dict[str, Any] = {"trigger": data}
             for name, value in rule.variables.items():
-                base_vars[name] = self.render(value, _StaticScope(self, {**scope_vars, **base_vars}))
+                base_vars[name] = self.render(
+                    value, _StaticScope(self, {**scope_vars, **base_vars})
+                )
             base_vars["trigger"] = data
         else:
             base_vars = variables
@@ -758,21 +808,38 @@ class RuleEngine:
             for timer_id in run.durable_ids:
                 self.forget_timer(timer_id)
         self._save_trace(run.trace)
-        if compiled is not None and compiled.queue and not self._stopping and run.outcome != "restarted":
+        if (
+            compiled is not None
+            and compiled.queue
+            and not self._stopping
+            and run.outcome != "restarted"
+        ):
             data, parent = compiled.queue.popleft()
             self.start_run(compiled, data, parent)
 
     def _record_skip(
-        self, compiled: CompiledRule, data: dict[str, Any], parent: Context | None,
-        outcome: str, reason: str,
+        self,
+        compiled: CompiledRule,
+        data: dict[str, Any],
+        parent: Context | None,
+        outcome: str,
+        reason: str,
     ) -> None:
         now = self.clock.time()
-        self._save_trace({
-            "run_id": f"{compiled.rule.id}-{new_context_id()}", "rule_id": compiled.rule.id,
-            "trigger": data, "started": now, "finished": now, "outcome": outcome,
-            "error": reason, "conditions": [], "steps": [],
-            "context": parent.to_dict() if parent else None,
-        })
+        self._save_trace(
+            {
+                "run_id": f"{compiled.rule.id}-{new_context_id()}",
+                "rule_id": compiled.rule.id,
+                "trigger": data,
+                "started": now,
+                "finished": now,
+                "outcome": outcome,
+                "error": reason,
+                "conditions": [],
+                "steps": [],
+                "context": parent.to_dict() if parent else None,
+            }
+        )
 
     def _save_trace(self, trace: dict[str, Any]) -> None:
         if self.keep_traces_in_memory:
@@ -783,8 +850,11 @@ class RuleEngine:
 
         self.store.queue_trace(
             TraceRecord(
-                rule_id=trace["rule_id"], run_id=trace["run_id"], started=trace["started"],
-                finished=trace.get("finished"), outcome=trace["outcome"],
+                rule_id=trace["rule_id"],
+                run_id=trace["run_id"],
+                started=trace["started"],
+                finished=trace.get("finished"),
+                outcome=trace["outcome"],
                 trace=_jsonable(trace),
             )
         )
@@ -850,8 +920,11 @@ class RuleEngine:
         title = self.render_text(action.title, run.scope) if action.title else ""
         data = self.render(action.data, run.scope)
         note = Notification(
-            message=message, title=title, targets=tuple(action.targets),
-            data=dict(data) if isinstance(data, Mapping) else {}, context=run.context,
+            message=message,
+            title=title,
+            targets=tuple(action.targets),
+            data=dict(data) if isinstance(data, Mapping) else {},
+            context=run.context,
         )
         self.hub.bus.publish(note)
         effect = {"message": message, "title": title, "targets": list(action.targets)}
@@ -863,8 +936,14 @@ class RuleEngine:
     ) -> None:
         """Record a command a run issued (for rule tests and replays)."""
         self._effect(
-            "command", {"target": target, "action": action, "params": _jsonable(params),
-                        "rule": run.rule.id, "at": self.clock.time()}
+            "command",
+            {
+                "target": target,
+                "action": action,
+                "params": _jsonable(params),
+                "rule": run.rule.id,
+                "at": self.clock.time(),
+            },
         )
 
     def _effect(self, kind: str, payload: dict[str, Any]) -> None:
@@ -875,7 +954,9 @@ class RuleEngine:
     def fire_event_action(self, action: FireEventAction, run: RuleRun) -> dict[str, Any]:
         """Put a custom event on the bus."""
         data = self.render(action.data, run.scope)
-        event = CustomEvent(action.event_type, dict(data) if isinstance(data, Mapping) else {}, run.context)
+        event = CustomEvent(
+            action.event_type, dict(data) if isinstance(data, Mapping) else {}, run.context
+        )
         self.hub.bus.publish(event)
         return {"event_type": action.event_type, "data": _jsonable(event.data)}
 
@@ -929,8 +1010,12 @@ class RuleEngine:
 
         self.store.queue_timer(
             TimerRecord(
-                id=timer_id, rule_id=rule_id, kind=kind, due=due,
-                data=_jsonable(data), created=self.clock.time(),
+                id=timer_id,
+                rule_id=rule_id,
+                kind=kind,
+                due=due,
+                data=_jsonable(data),
+                created=self.clock.time(),
             )
         )
 
@@ -957,7 +1042,9 @@ class RuleEngine:
         due = self.clock.time() + seconds
         timer_id = f"run:{run.run_id}"
         if self.store is not None:
-            self.persist_timer(timer_id, run.rule.id, "delay", due, self._run_snapshot(run, path, "delay"))
+            self.persist_timer(
+                timer_id, run.rule.id, "delay", due, self._run_snapshot(run, path, "delay")
+            )
             run.durable_ids.add(timer_id)
         await self.clock.sleep_until(due)
         if self.store is not None:
@@ -992,7 +1079,9 @@ class RuleEngine:
                     _LOGGER.warning("rule %s: wait expression failed: %s", run.rule.id, exc)
 
             check()
-            undo_expr = self.hub.bus.subscribe(StateChanged, check, owner=f"rules/{run.rule.id}/wait")
+            undo_expr = self.hub.bus.subscribe(
+                StateChanged, check, owner=f"rules/{run.rule.id}/wait"
+            )
         for index, trigger in enumerate(action.triggers):
             watch = make_watch(self, trigger, index, f"{run.rule.id}/wait", resolve, durable=False)
             watch.arm()
@@ -1000,7 +1089,10 @@ class RuleEngine:
         timer_id = f"run:{run.run_id}"
         if self.store is not None:
             self.persist_timer(
-                timer_id, run.rule.id, "wait", deadline if deadline is not None else 0.0,
+                timer_id,
+                run.rule.id,
+                "wait",
+                deadline if deadline is not None else 0.0,
                 self._run_snapshot(run, path, "wait"),
             )
             run.durable_ids.add(timer_id)
@@ -1044,13 +1136,26 @@ class RuleEngine:
             return
         missed = record.due and record.due < now - _MISSED_AFTER
         if missed and not compiled.rule.catch_up:
-            _LOGGER.info("rule %s: %s timer due while the hub was down; skipped", compiled.rule.id, record.kind)
+            _LOGGER.info(
+                "rule %s: %s timer due while the hub was down; skipped",
+                compiled.rule.id,
+                record.kind,
+            )
             self.forget_timer(record.id)
-            self._record_skip(compiled, {"restored": record.kind}, None, "skipped",
-                              f"{record.kind} timer was due while the hub was down (catch_up: false)")
+            self._record_skip(
+                compiled,
+                {"restored": record.kind},
+                None,
+                "skipped",
+                f"{record.kind} timer was due while the hub was down (catch_up: false)",
+            )
             return
         if record.kind == "for":
-            watch = compiled.watches[data["trigger_index"]] if data["trigger_index"] < len(compiled.watches) else None
+            watch = (
+                compiled.watches[data["trigger_index"]]
+                if data["trigger_index"] < len(compiled.watches)
+                else None
+            )
             if not isinstance(watch, _HeldWatch) or not watch.still_holds(data["key"]):  # type: ignore[attr-defined]
                 self.forget_timer(record.id)
                 return
@@ -1063,15 +1168,23 @@ class RuleEngine:
                 trigger = compiled.rule.triggers[index]
                 self.trigger_rule(
                     compiled,
-                    {"id": trigger.id, "index": index, "platform": _platform(trigger),
-                     "scheduled": record.due, "missed": True},
+                    {
+                        "id": trigger.id,
+                        "index": index,
+                        "platform": _platform(trigger),
+                        "scheduled": record.due,
+                        "missed": True,
+                    },
                     None,
                 )
             return
         if record.kind in ("delay", "wait"):
             if data.get("fingerprint") != compiled.fingerprint:
-                _LOGGER.warning("rule %s changed since run %s was saved; not resuming it",
-                                compiled.rule.id, data.get("run_id"))
+                _LOGGER.warning(
+                    "rule %s changed since run %s was saved; not resuming it",
+                    compiled.rule.id,
+                    data.get("run_id"),
+                )
                 self.forget_timer(record.id)
                 return
             parent = Context.from_dict(data["context"]) if data.get("context") else None
@@ -1080,15 +1193,29 @@ class RuleEngine:
             variables = dict(data.get("variables") or {})
             trigger = data.get("trigger") or {}
             if record.kind == "delay":
+
                 def resume_run() -> None:
-                    self.start_run(compiled, trigger, parent, run_id=data["run_id"],
-                                   variables=variables, resume=resume)
+                    self.start_run(
+                        compiled,
+                        trigger,
+                        parent,
+                        run_id=data["run_id"],
+                        variables=variables,
+                        resume=resume,
+                    )
 
                 self.clock.call_at(max(record.due, now), resume_run)
             else:
                 deadline = record.due if record.due else None
-                self.start_run(compiled, trigger, parent, run_id=data["run_id"],
-                               variables=variables, resume=resume, resume_deadline=deadline)
+                self.start_run(
+                    compiled,
+                    trigger,
+                    parent,
+                    run_id=data["run_id"],
+                    variables=variables,
+                    resume=resume,
+                    resume_deadline=deadline,
+                )
 
     def _history(self, kind: str, key: str, data: dict[str, Any]) -> None:
         from hub.storage.rules import HistoryRecord

@@ -157,12 +157,15 @@ class RuleRun:
         outcome, error = "ok", None
         try:
             if resume is None:
-                holds = self.check_all(self.rule.conditions, ("conditions",), self.trace["conditions"])
+                holds = self.check_all(
+                    self.rule.conditions, ("conditions",), self.trace["conditions"]
+                )
                 if not holds:
                     outcome = "conditions_failed"
                     return
             else:
-                self.trace["resumed_at"] = path_text(resume)
+                # resume is (index, ..., "@"): the step the run stopped at before the restart
+                self.trace["resumed_at"] = path_text(("actions", *resume[:-1]))
             await self.run_actions(self.rule.actions, ("actions",), self.trace["steps"], resume)
         except StopRun as stop:
             outcome = "error" if stop.error else "stopped"
@@ -287,8 +290,7 @@ class RuleRun:
             nested = []
             entry["conditions"] = nested
             return not any(
-                self.check(c, (*path, "not", i), nested)
-                for i, c in enumerate(condition.conditions)
+                self.check(c, (*path, "not", i), nested) for i, c in enumerate(condition.conditions)
             )
         if isinstance(condition, ExpressionCondition):
             return bool(engine.expression(condition.expression).evaluate(self.scope))

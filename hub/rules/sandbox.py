@@ -105,7 +105,12 @@ class VirtualDevices:
         self._hub = hub
 
     def send_command(
-        self, device: Device, entity: Entity, action: str, params: Mapping[str, Any], command_id: str
+        self,
+        device: Device,
+        entity: Entity,
+        action: str,
+        params: Mapping[str, Any],
+        command_id: str,
     ) -> None:
         """Report the commanded state on the next loop turn, like a device answering."""
         state = self._hub.registry.states.get(entity.id)
@@ -135,16 +140,18 @@ class RecordingSink:
         except LookupError:
             entities = []
         futures: list[asyncio.Future[CommandResult]] = []
-        for entity in entities or [None]:
-            if entity is not None:
-                try:
-                    expectation_for(entity, command.action, command.params, None)
-                except CommandError:
-                    if len(entities) == 1:
-                        raise
-                    continue
+        accepted: list[str] = []
+        for entity in entities:
+            try:
+                expectation_for(entity, command.action, command.params, None)
+            except CommandError:
+                if len(entities) == 1:
+                    raise
+                continue
+            accepted.append(entity.id)
+        # A target the stored registry does not know is still recorded: history may be older.
+        for entity_id in accepted or [command.target]:
             future: asyncio.Future[CommandResult] = loop.create_future()
-            entity_id = entity.id if entity is not None else command.target
             future.set_result(CommandResult(command.request_id, entity_id, ok=True, latency_s=0.0))
             futures.append(future)
         return futures
@@ -156,9 +163,7 @@ def sandbox_hub(registry: Registry | None = None) -> Hub:
     if registry is not None:
         for device in registry.devices.values():
             entities = [registry.entities[e] for e in device.entity_ids if e in registry.entities]
-            hub.register_device(
-                Device(device.id, device.name, device.owner, device.area), entities
-            )
+            hub.register_device(Device(device.id, device.name, device.owner, device.area), entities)
         hub.registry.areas.update(registry.areas)
         hub.registry.groups.update(registry.groups)
     return hub
@@ -196,7 +201,9 @@ def set_state(hub: Hub, entity_id: str, body: Any, context: Context | None = Non
     value, attrs = _split(body)
     entity = ensure_entity(hub, entity_id, value)
     value, attrs = hub.validate_report(entity, value, attrs)
-    hub.apply_state(entity, value, attrs, context=context or Context(Origin.DEVICE, entity.device_id))
+    hub.apply_state(
+        entity, value, attrs, context=context or Context(Origin.DEVICE, entity.device_id)
+    )
 
 
 # ----- rule tests ---------------------------------------------------------------------------
@@ -218,9 +225,14 @@ class TestOutcome:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
-            "rule": self.rule_id, "test": self.name, "passed": self.passed, "pos": self.pos,
-            "problems": self.problems, "commands": self.commands,
-            "notifications": self.notifications, "error": self.error,
+            "rule": self.rule_id,
+            "test": self.name,
+            "passed": self.passed,
+            "pos": self.pos,
+            "problems": self.problems,
+            "commands": self.commands,
+            "notifications": self.notifications,
+            "error": self.error,
         }
 
 
@@ -255,7 +267,9 @@ async def _feed(hub: Hub, engine: RuleEngine, clock: SimulatedClock, event: Rule
     elif kind == "event":
         hub.bus.publish(CustomEvent(str(data["event"]), dict(data.get("data") or {})))
     elif kind == "device":
-        device_ids = data["device"] if isinstance(data["device"], list | tuple) else [data["device"]]
+        device_ids = (
+            data["device"] if isinstance(data["device"], list | tuple) else [data["device"]]
+        )
         for device_id in device_ids:
             if device_id not in hub.registry.devices:
                 hub.register_device(Device(device_id, device_id, VIRTUAL), [])
@@ -301,7 +315,9 @@ def _compare(
         if index >= len(actual):
             problems.append(f"expected {label} #{index + 1} {dict(want)}, but there was none")
         elif not _matches(want, actual[index]):
-            problems.append(f"{label} #{index + 1}: expected {dict(want)}, got {_short(actual[index])}")
+            problems.append(
+                f"{label} #{index + 1}: expected {dict(want)}, got {_short(actual[index])}"
+            )
     for index in range(len(expected), len(actual)):
         problems.append(f"unexpected {label} #{index + 1}: {_short(actual[index])}")
     return problems
@@ -312,7 +328,11 @@ def _short(effect: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def run_rule_test(
-    rule: Rule, test: RuleTest, *, registry: Registry | None = None, tz: str = "UTC",
+    rule: Rule,
+    test: RuleTest,
+    *,
+    registry: Registry | None = None,
+    tz: str = "UTC",
     location: Location | None = None,
 ) -> TestOutcome:
     """Run one test case of one rule."""
@@ -344,7 +364,9 @@ async def run_rule_test(
         problems.append(f"the test could not run: {outcome.error}")
     if test.expect_none and (outcome.commands or outcome.notifications):
         problems += [f"expected nothing, got command {_short(c)}" for c in outcome.commands]
-        problems += [f"expected nothing, got notification {_short(n)}" for n in outcome.notifications]
+        problems += [
+            f"expected nothing, got notification {_short(n)}" for n in outcome.notifications
+        ]
     if test.expect_commands is not None:
         problems += _compare("command", test.expect_commands, outcome.commands)
     if test.expect_notifications is not None:
@@ -355,8 +377,12 @@ async def run_rule_test(
 
 
 async def run_rule_tests(
-    ruleset: RuleSet, *, registry: Registry | None = None, tz: str = "UTC",
-    location: Location | None = None, only: Iterable[str] = (),
+    ruleset: RuleSet,
+    *,
+    registry: Registry | None = None,
+    tz: str = "UTC",
+    location: Location | None = None,
+    only: Iterable[str] = (),
 ) -> list[TestOutcome]:
     """Run every test of every rule (or of the rules named in ``only``)."""
     wanted = set(only)
@@ -414,7 +440,9 @@ async def replay(
         for entity_id, state in registry.states.items():
             if entity_id not in first_seen and entity_id in hub.registry.entities:
                 with contextlib.suppress(InvalidValue, KeyError):
-                    hub.apply_state(hub.registry.entities[entity_id], state.value, dict(state.attributes))
+                    hub.apply_state(
+                        hub.registry.entities[entity_id], state.value, dict(state.attributes)
+                    )
     clock = SimulatedClock(since, tz=tz)
     engine = RuleEngine(hub, clock, location=location, commands=RecordingSink(hub.registry))
     engine.keep_traces_in_memory = True
@@ -431,10 +459,15 @@ async def replay(
             count += 1
             with contextlib.suppress(InvalidValue, KeyError, ValueError):
                 if record.kind == "state":
-                    body = {"state": record.data.get("value"), **(record.data.get("attributes") or {})}
+                    body = {
+                        "state": record.data.get("value"),
+                        **(record.data.get("attributes") or {}),
+                    }
                     set_state(hub, record.key, body)
                 elif record.kind == "mqtt":
-                    engine.handle_mqtt(record.key, str(record.data.get("payload", "")).encode(), record.ts)
+                    engine.handle_mqtt(
+                        record.key, str(record.data.get("payload", "")).encode(), record.ts
+                    )
                 elif record.kind == "device":
                     if record.key in hub.registry.devices:
                         hub.set_available(record.key, bool(record.data.get("available")))

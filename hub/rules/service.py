@@ -141,7 +141,9 @@ class RulesService:
         except orjson.JSONDecodeError:
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("enabled"), bool):
-            self._hub.reject(topic, 'expected {"enabled": true} or {"enabled": false}', kind="wrong_type")
+            self._hub.reject(
+                topic, 'expected {"enabled": true} or {"enabled": false}', kind="wrong_type"
+            )
             return
         if not ID_PATTERN.match(rule_id) or rule_id not in self.engine.rules:
             self._hub.reject(topic, f"no rule called {rule_id!r}", kind="unknown_rule")

@@ -32,8 +32,14 @@ class Harness:
     """One engine over virtual devices; every effect and trace is kept for assertions."""
 
     def __init__(
-        self, ruleset: RuleSet, *, start: str = START, tz: str = "UTC",
-        store: Any = None, hub: Hub | None = None, location: Location | None = None,
+        self,
+        ruleset: RuleSet,
+        *,
+        start: str = START,
+        tz: str = "UTC",
+        store: Any = None,
+        hub: Hub | None = None,
+        location: Location | None = None,
     ) -> None:
         from datetime import datetime
         from zoneinfo import ZoneInfo
@@ -59,18 +65,14 @@ class Harness:
     async def stop(self) -> None:
         await self.engine.stop()
 
-    def given(self, **states: Any) -> None:
-        """Set states before or during a test (``kitchen_light__light="on"`` style is awkward;
-        use ``given_states``)."""
-        self.given_states(states)
-
     def given_states(self, states: dict[str, Any]) -> None:
         for entity_id, body in states.items():
             set_state(self.hub, entity_id, body)
 
     async def set(self, entity_id: str, body: Any) -> None:
         """A device reports a new state."""
-        set_state(self.hub, entity_id, body, Context(Origin.DEVICE, entity_id.split(".")[0]))
+        device_id = entity_id.split(".", maxsplit=1)[0]
+        set_state(self.hub, entity_id, body, Context(Origin.DEVICE, device_id))
         await self.clock.run_until_idle()
 
     async def advance(self, seconds: float) -> None:
@@ -95,7 +97,11 @@ class Harness:
 
     @property
     def commands(self) -> list[tuple[str, str, dict[str, Any]]]:
-        return [(e["target"], e["action"], e["params"]) for k, e in self.engine.effects if k == "command"]
+        return [
+            (e["target"], e["action"], e["params"])
+            for k, e in self.engine.effects
+            if k == "command"
+        ]
 
     @property
     def notifications(self) -> list[str]:

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import pytest
@@ -34,7 +34,8 @@ async def test_state_trigger_from_to_and_attribute(tmp_path: Path) -> None:
               attribute: brightness
               id: dimmed
           actions:
-            - notify: "{{ trigger.platform }} {{ trigger.entity_id }} {{ trigger.from }}->{{ trigger.to }}"
+            - notify: >-
+                {{ trigger.platform }} {{ trigger.entity_id }} {{ trigger.from }}->{{ trigger.to }}
         """,
     )
     h.given_states({"hall.motion": "off", "desk.light": {"state": "on", "brightness": 10}})
@@ -219,7 +220,9 @@ async def test_conditions_all_kinds_are_traced_with_their_results(tmp_path: Path
             - notify: lit
         """,
     )
-    h.given_states({"hall.motion": "off", "hall.light": "off", "hall.lux": 30, "alarm.armed": "off"})
+    h.given_states(
+        {"hall.motion": "off", "hall.light": "off", "hall.lux": 30, "alarm.armed": "off"}
+    )
     await h.start()
     await h.set("hall.motion", "on")
     assert h.notifications == ["lit"]
@@ -230,7 +233,13 @@ async def test_conditions_all_kinds_are_traced_with_their_results(tmp_path: Path
     failed = h.traces("r")[-1]
     assert failed["outcome"] == "conditions_failed"
     results = [(c["type"], c["result"]) for c in failed["conditions"]]
-    assert results == [("state", True), ("numeric", True), ("time", True), ("trigger", True), ("or", False)]
+    assert results == [
+        ("state", True),
+        ("numeric", True),
+        ("time", True),
+        ("trigger", True),
+        ("or", False),
+    ]
     inner = failed["conditions"][4]["conditions"]
     assert [c["type"] for c in inner] == ["expression", "not"]
     assert failed["conditions"][0]["pos"].endswith("rules.yaml:9:7")
@@ -245,7 +254,9 @@ async def test_sun_condition_at_night(tmp_path: Path) -> None:
           conditions: [{sun: {after: sunset, before: sunrise}}]
           actions: [{notify: dark}]
         """,
-        start="2026-01-05T12:00:00", tz="Europe/Amsterdam", location=AMSTERDAM,
+        start="2026-01-05T12:00:00",
+        tz="Europe/Amsterdam",
+        location=AMSTERDAM,
     )
     h.given_states({"hall.motion": "off"})
     await h.start()
@@ -339,8 +350,20 @@ async def test_delay_wait_choose_repeat_parallel_variables_and_event(tmp_path: P
     await h.advance(61)
     await h.advance(11)
     assert h.notifications == [
-        "after delay 20", "timed out True", "big", "count 1", "count 2", "item a", "item b",
-        "until 1", "until 2", "until 3", "while 1", "fast", "slow", "heard 20",
+        "after delay 20",
+        "timed out True",
+        "big",
+        "count 1",
+        "count 2",
+        "item a",
+        "item b",
+        "until 1",
+        "until 2",
+        "until 3",
+        "while 1",
+        "fast",
+        "slow",
+        "heard 20",
     ]
     assert h.traces("r")[-1]["outcome"] == "ok"
 
@@ -447,9 +470,9 @@ async def test_command_that_times_out_fails_the_step_with_the_reason(tmp_path: P
 
 
 class _Hook(BaseHTTPRequestHandler):
-    received: list[Any] = []
+    received: ClassVar[list[Any]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         length = int(self.headers["Content-Length"])
         _Hook.received.append(orjson.loads(self.rfile.read(length)))
         self.send_response(204)
@@ -470,7 +493,9 @@ def webhook_server() -> Iterator[str]:
     server.server_close()
 
 
-async def test_webhook_call_posts_json_to_a_real_server(tmp_path: Path, webhook_server: str) -> None:
+async def test_webhook_call_posts_json_to_a_real_server(
+    tmp_path: Path, webhook_server: str
+) -> None:
     h = Harness.from_yaml(
         tmp_path,
         f"""
@@ -552,7 +577,9 @@ async def test_enable_disable_at_run_time(tmp_path: Path) -> None:
     assert h.notifications == ["go 1", "go 3"]
 
 
-async def test_dispatch_is_compiled_an_event_reaches_only_rules_that_name_it(tmp_path: Path) -> None:
+async def test_dispatch_is_compiled_an_event_reaches_only_rules_that_name_it(
+    tmp_path: Path,
+) -> None:
     rules = "\n".join(
         f"""
         - id: r{i}
