@@ -305,6 +305,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         await asyncio.to_thread(sim.start)
         simulators.append(sim)
+        from hub.events import Notification
+
+        def show(note: Notification) -> None:
+            # No messaging front-end is configured in the demo: notifications go to the console.
+            title = f"{note.title}: " if note.title else ""
+            print(f"notification  {title}{note.message}", flush=True)
+
+        hub.bus.subscribe(Notification, show, owner="demo")
+        engine = hub.rules.engine if hub.rules is not None else None
+        rule_count = len(engine.rules) if engine is not None else 0
         base = hub.base_topic
         broker = (
             hub.broker.describe()
@@ -320,6 +330,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     f"  database   {_display_db(loaded.config.database.resolved_url)}",
                     f"  simulated  {args.devices} devices, {args.rate:g} reports/s"
                     f" on {loaded.config.hub.device_topic}/#",
+                    f"  rules      {rule_count} from"
+                    f" {', '.join(str(p) for p in loaded.config.rules.resolved_paths(loaded.path.parent))}"
+                    " (notifications are printed here)",
                     "",
                     "where to look",
                     f"  live model     mosquitto_sub -p {hub.mqtt.address.port} -t '{base}/#' -v",
@@ -327,6 +340,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     f" -t '{base}/devices/kitchen_light/set'"
                     """ -m '{"entity":"light","action":"turn_on","params":{"brightness":200}}'""",
                     f"  devices        hub devices --config {loaded.path}",
+                    f"  rule runs      hub rules trace hallway_motion_light --config {loaded.path}",
+                    f"  why            hub why hallway_light.light --config {loaded.path}",
                     "",
                     "Ctrl-C stops everything cleanly.",
                     "",
