@@ -315,6 +315,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         hub.bus.subscribe(Notification, show, owner="demo")
         engine = hub.rules.engine if hub.rules is not None else None
         rule_count = len(engine.rules) if engine is not None else 0
+        rule_folders = ", ".join(
+            str(p) for p in loaded.config.rules.resolved_paths(loaded.path.parent)
+        )
         base = hub.base_topic
         broker = (
             hub.broker.describe()
@@ -330,8 +333,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     f"  database   {_display_db(loaded.config.database.resolved_url)}",
                     f"  simulated  {args.devices} devices, {args.rate:g} reports/s"
                     f" on {loaded.config.hub.device_topic}/#",
-                    f"  rules      {rule_count} from"
-                    f" {', '.join(str(p) for p in loaded.config.rules.resolved_paths(loaded.path.parent))}"
+                    f"  rules      {rule_count} from {rule_folders}"
                     " (notifications are printed here)",
                     "",
                     "where to look",
