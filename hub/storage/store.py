@@ -151,10 +151,20 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
-        # busy_timeout first: switching to WAL needs a lock that a second process starting
-        # at the same moment may hold, and without the timeout that fails at once.
         cursor.execute("PRAGMA busy_timeout=5000")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # WAL is a property of the file: switch only when needed. The switch needs an
+        # exclusive lock, and SQLite answers "locked" at once (no busy wait) when another
+        # connection starting at the same moment holds one, so retry it briefly.
+        for attempt in range(50):
+            try:
+                cursor.execute("PRAGMA journal_mode")
+                if str(cursor.fetchone()[0]).lower() != "wal":
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                break
+            except Exception as exc:  # sqlite3's, or SQLAlchemy's async adapter's copy of it
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.02)  # runs in aiosqlite's worker thread, not the event loop
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
