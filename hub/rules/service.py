@@ -3,6 +3,9 @@
 ``<base>/rules/<id>/set``   ``{"enabled": true|false}`` enables or disables a rule
 ``<base>/rules/reload``     any payload: reload the rule files (an invalid set is refused and
                             the rules already running stay)
+``<base>/rules/command/<name>``  fire the named command ``<name>`` (JSON payload: its data)
+``<base>/webhook/<name>``   fire the webhook ``<name>`` (until the web front-end serves
+                            ``POST /api/webhook/<name>``, MQTT is how webhooks arrive)
 ``<base>/rules/status``     retained: every rule with enabled/running/last run
 ``<base>/events/rules_reload`` the outcome of each reload, with every problem found
 """
@@ -97,6 +100,8 @@ class RulesService:
             self._undo += [
                 hub.mqtt.subscribe(f"{base}/rules/+/set", self._on_set, owner="rules", qos=1),
                 hub.mqtt.subscribe(f"{base}/rules/reload", self._on_reload, owner="rules", qos=1),
+                hub.mqtt.subscribe(f"{base}/rules/command/+", self._on_named, owner="rules", qos=1),
+                hub.mqtt.subscribe(f"{base}/webhook/+", self._on_named, owner="rules", qos=1),
             ]
             self.publish_status()
 
@@ -151,6 +156,24 @@ class RulesService:
         self.engine.set_enabled(rule_id, body["enabled"])
         _LOGGER.info("rule %s %s", rule_id, "enabled" if body["enabled"] else "disabled")
         self.publish_status()
+
+    def _on_named(self, topic: str, payload: bytes, received: float) -> None:
+        from hub.model import Context, Origin
+
+        assert self.engine is not None
+        name = topic.rsplit("/", 1)[1]
+        try:
+            data = orjson.loads(payload) if payload.strip() else None
+        except orjson.JSONDecodeError:
+            data = payload.decode("utf-8", "replace")
+        context = Context(Origin.MQTT, topic)
+        if "/webhook/" in topic:
+            count = self.engine.fire_webhook(name, data, context)
+        else:
+            extra = data if isinstance(data, dict) else {"data": data}
+            count = self.engine.fire_command(name, context, **extra)
+        if count == 0:
+            self._hub.reject(topic, f"no rule listens to {name!r}", kind="unknown_rule")
 
     def _on_reload(self, topic: str, payload: bytes, received: float) -> None:
         async def go() -> None:

@@ -208,3 +208,41 @@ async def test_replay_runs_a_changed_rule_set_over_recorded_history(
         "rules", "replay", "--since", "1h", "--rules", str(changed), "--config", str(config)
     )
     assert "2 command(s) would have been issued; nothing was touched" in text.stdout
+
+
+async def test_named_commands_and_webhooks_arrive_over_mqtt(
+    home: tuple[Hub, Path, Simulator],
+    mqtt_url: str,
+) -> None:
+    hub, config, _ = home
+    (config.parent / "rules" / "named.yaml").write_text(
+        textwrap.dedent("""
+        - id: movie
+          triggers: [{command: movie night}]
+          actions:
+            - command: living_room_light.light
+              action: turn_on
+              params: {brightness: 20}
+        - id: bell
+          triggers: [{webhook: doorbell}]
+          actions:
+            - command: hallway_light.light
+              action: turn_on
+              params: {brightness: "{{ trigger.json.level }}"}
+    """)
+    )
+    assert hub.rules is not None
+    ok, message = await hub.rules.reload()
+    assert ok, message
+    base = hub.base_topic
+    with MqttProbe(mqtt_url) as probe:
+        await asyncio.to_thread(probe.publish, f"{base}/rules/command/movie night", "", 1)
+        await asyncio.to_thread(probe.publish, f"{base}/webhook/doorbell", {"level": 77}, 1)
+        await asyncio.to_thread(probe.publish, f"{base}/webhook/nobody", "{}", 1)
+    await eventually(
+        lambda: hub.registry.states["living_room_light.light"].attributes.get("brightness") == 20
+    )
+    await eventually(
+        lambda: hub.registry.states["hallway_light.light"].attributes.get("brightness") == 77
+    )
+    await eventually(lambda: hub.stats.rejected_by_reason.get("unknown_rule") == 1)
