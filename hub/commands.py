@@ -151,6 +151,39 @@ def expectation_for(
     return None  # press: a button has no state to confirm
 
 
+def commanded_state(
+    entity: Entity, action: str, params: Mapping[str, Any], current: Any
+) -> tuple[Any, dict[str, Any]] | None:
+    """The state a well-behaved device reports after this command (None: nothing to report).
+
+    The counterpart of :func:`expectation_for`: virtual devices in rule tests answer with it.
+    """
+    attrs: dict[str, Any] = {}
+    for name in ("brightness", "color_temp"):
+        if name in params:
+            attrs[name] = params[name]
+    if action == "turn_on":
+        return ("heat" if entity.kind is EntityKind.CLIMATE else "on"), attrs
+    if action == "turn_off":
+        return "off", {}
+    if action == "toggle":
+        return ("off" if current == "on" else "on"), attrs
+    if action in ("open", "close"):
+        return ("open" if action == "open" else "closed"), {
+            "position": 100 if action == "open" else 0
+        }
+    if action == "set_position":
+        position = float(params.get("position", 0))
+        return ("closed" if position == 0 else "open"), {"position": position}
+    if action == "set_temperature":
+        return (current or "heat"), {"target_temperature": float(params["temperature"])}
+    if action == "set_mode":
+        return params.get("mode"), {}
+    if action in ("lock", "unlock"):
+        return ("locked" if action == "lock" else "unlocked"), {}
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     """What someone asked for: a target (entity, device, group or area), an action, a context."""

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from hub.commands import Command, CommandError, CommandResult, expectation_for
+from hub.commands import (
+    Command,
+    CommandError,
+    CommandResult,
+    commanded_state,
+    expectation_for,
+)
 from hub.config import HubConfig
 from hub.core import Hub
 from hub.events import CustomEvent
@@ -68,36 +74,6 @@ def guess_kind(entity_id: str, value: Any) -> EntityKind:
     return EntityKind.SENSOR
 
 
-def _target_state(
-    entity: Entity, action: str, params: Mapping[str, Any], current: Any
-) -> tuple[Any, dict[str, Any]] | None:
-    """What a well-behaved device reports after a command (None: nothing to report)."""
-    attrs: dict[str, Any] = {}
-    for name in ("brightness", "color_temp"):
-        if name in params:
-            attrs[name] = params[name]
-    if action == "turn_on":
-        return ("heat" if entity.kind is EntityKind.CLIMATE else "on"), attrs
-    if action == "turn_off":
-        return "off", {}
-    if action == "toggle":
-        return ("off" if current == "on" else "on"), attrs
-    if action in ("open", "close"):
-        return ("open" if action == "open" else "closed"), {
-            "position": 100 if action == "open" else 0
-        }
-    if action == "set_position":
-        position = float(params.get("position", 0))
-        return ("closed" if position == 0 else "open"), {"position": position}
-    if action == "set_temperature":
-        return (current or "heat"), {"target_temperature": float(params["temperature"])}
-    if action == "set_mode":
-        return params.get("mode"), {}
-    if action in ("lock", "unlock"):
-        return ("locked" if action == "lock" else "unlocked"), {}
-    return None
-
-
 class VirtualDevices:
     """A dialect whose devices obey at once, by reporting the state the command asked for."""
 
@@ -114,7 +90,7 @@ class VirtualDevices:
     ) -> None:
         """Report the commanded state on the next loop turn, like a device answering."""
         state = self._hub.registry.states.get(entity.id)
-        target = _target_state(entity, action, params, state.value if state else None)
+        target = commanded_state(entity, action, params, state.value if state else None)
         if target is None:
             return
         value, attrs = target
