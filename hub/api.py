@@ -7,22 +7,30 @@ registered through it is undone when the plug-in stops or crashes, so a restart 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from hub.bus import Listener
 from hub.commands import Command, CommandError, CommandResult, Dialect
+from hub.config import validate_model
 from hub.events import Event
 from hub.model import (
+    NUMERIC_ATTRIBUTES,
+    Aggregate,
     Context,
     Device,
     Entity,
     EntityKind,
+    Group,
     InvalidValue,
     Origin,
     State,
+    check_id,
 )
+from hub.yamlsource import ConfigIssue, SourceDoc, SourceError, load_yaml
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -31,9 +39,11 @@ if TYPE_CHECKING:
     from hub.mqtt import MessageHandler
 
 __all__ = [
+    "NUMERIC_ATTRIBUTES",
     "Command",
     "CommandError",
     "CommandResult",
+    "ConfigIssue",
     "Context",
     "Device",
     "Dialect",
@@ -43,7 +53,11 @@ __all__ = [
     "Origin",
     "Plugin",
     "PluginContext",
+    "SourceDoc",
+    "SourceError",
     "State",
+    "load_yaml",
+    "validate_model",
 ]
 
 E = TypeVar("E", bound=Event)
@@ -85,6 +99,7 @@ class PluginContext:
         self.kind = kind
         self.logger = logging.getLogger(f"hub.{kind}.{name}")
         self._undo: list[Callable[[], None]] = []
+        self._groups: dict[str, Group] = {}  # groups this plug-in registered, by id
 
     # ----- reading -----------------------------------------------------------------------------
 
@@ -103,6 +118,12 @@ class PluginContext:
         return self._hub.registry.states.get(entity_id)
 
     @property
+    def config_dir(self) -> Path:
+        """The folder of ``hub.yaml``: relative paths in a plug-in's settings start here."""
+        path = self._hub.config_path
+        return Path(path).parent if path is not None else Path.cwd()
+
+    @property
     def base_topic(self) -> str:
         """Where the hub mirrors its model on MQTT."""
         return self._hub.base_topic
@@ -110,8 +131,21 @@ class PluginContext:
     # ----- registering (each is undone when the plug-in stops) -------------------------------
 
     def _track(self, undo: Callable[[], None]) -> Callable[[], None]:
-        self._undo.append(undo)
-        return undo
+        done = False
+
+        def tracked() -> None:
+            # Runs the undo once, and forgets it: a plug-in that subscribes and unsubscribes
+            # topics as devices come and go must not grow this list (nor unsubscribe twice).
+            nonlocal done
+            if done:
+                return
+            done = True
+            with contextlib.suppress(ValueError):
+                self._undo.remove(tracked)
+            undo()
+
+        self._undo.append(tracked)
+        return tracked
 
     def subscribe_event(self, event_type: type[E], callback: Listener[E]) -> Callable[[], None]:
         """Listen to bus events of one type."""
@@ -131,6 +165,36 @@ class PluginContext:
     def register_dialect(self, owner: str, dialect: Dialect) -> Callable[[], None]:
         """Receive the commands for devices whose owner is ``owner``."""
         return self._track(self._hub.commands.register_dialect(owner, dialect))
+
+    def register_group(
+        self, group_id: str, name: str, members: Sequence[str], *, aggregate: str = "any"
+    ) -> Callable[[], None]:
+        """Add or replace a group this plug-in keeps (e.g. a Zigbee group); return its undo.
+
+        ``members`` are entity, device, group or area ids, as in ``hub.yaml``. Commands to the
+        group fan out to its members. Raises ValueError for an invalid id or aggregate, or an
+        id that ``hub.yaml`` or another plug-in already uses. Registering the same id again
+        replaces the group; the group is removed when the plug-in stops.
+        """
+        check_id(group_id, "group id")
+        groups = self._hub.registry.groups
+        if group_id in groups and group_id not in self._groups:
+            raise ValueError(f"group {group_id!r} already exists and is not {self.name}'s")
+        group = Group(group_id, name, list(members), Aggregate(aggregate))
+        if group_id not in self._groups:
+            # Tracked once per id, however often it is replaced, so updates do not pile up undos.
+            self._track(lambda: self._drop_group(group_id, None))
+        self._groups[group_id] = group
+        groups[group_id] = group
+        return lambda: self._drop_group(group_id, group)
+
+    def _drop_group(self, group_id: str, only: Group | None) -> None:
+        current = self._groups.get(group_id)
+        if current is None or (only is not None and current is not only):
+            return  # already removed, or replaced since: that undo is stale
+        del self._groups[group_id]
+        if self._hub.registry.groups.get(group_id) is current:
+            del self._hub.registry.groups[group_id]
 
     # ----- acting ----------------------------------------------------------------------------
 
@@ -157,6 +221,36 @@ class PluginContext:
     ) -> None:
         """Report an entity's state (raises InvalidValue or KeyError; nothing changes then)."""
         self._hub.report_state(entity_id, value, attributes)
+
+    def report_states(self, reports: Sequence[tuple[str, Any, Mapping[str, Any] | None]]) -> None:
+        """Report several entities' states at once, all or nothing.
+
+        Each report is ``(entity_id, value, attributes)``; ``value`` None keeps the current
+        value (attributes only). Every report is validated before any is applied, so one bad
+        part of a device's message changes nothing (raises InvalidValue or KeyError naming it).
+        """
+        hub = self._hub
+        validated: list[tuple[Entity, Any, dict[str, Any]]] = []
+        for entity_id, value, attributes in reports:
+            entity = hub.registry.entities.get(entity_id)
+            if entity is None:
+                raise KeyError(f"unknown entity {entity_id!r}")
+            try:
+                validated.append((entity, *hub.validate_report(entity, value, attributes)))
+            except InvalidValue as exc:
+                raise InvalidValue(f"{entity_id}: {exc}") from None
+        for entity, value, attrs in validated:
+            hub.apply_state(entity, value, attrs)
+
+    def validate_state(
+        self, entity: Entity, value: Any, attributes: Mapping[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Check a report against an entity, registered or not yet; return it normalised.
+
+        Changes nothing (raises InvalidValue saying what is wrong), so an adapter can check a
+        whole message, including entities it is about to create, before registering any.
+        """
+        return self._hub.validate_report(entity, value, attributes)
 
     def reject(self, topic: str, reason: str, *, kind: str = "malformed") -> None:
         """Count and log an inbound message that was ignored."""

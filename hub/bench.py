@@ -10,6 +10,11 @@ commands like a device would, and observes the hub's mirror topics:
   ``command_confirmed`` event time;
 * loss: messages published to the hub minus messages the hub counted (its ``<base>/stats``);
 * floor: a bare paho publish-to-receive through the same broker at the same time.
+
+The ``rules`` scenario adds N generated rules (``<workdir>/rules/bench.yaml``, history on) over
+the simulated devices and times them: the bench drives a few motion sensors on and off at a
+steady rate, each paired with a light by a measured rule, and takes the time from the sensor's
+publish to the rule's ``turn_on`` arriving at the light (both ``time.time()`` on one machine).
 """
 
 from __future__ import annotations
@@ -26,19 +31,31 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-SCENARIOS = ("core",)
+if TYPE_CHECKING:
+    from hub.simulator import MotionSensor, SimDevice
+
+SCENARIOS = ("core", "rules")
 MAX_STEP_SECONDS = 5.0
 # --max: a step counts as sustained only if publish-to-state p99 stays within this.
 KEEP_UP_P99_MS = 50.0
 _PREFIX = "home"
 _BASE = "hub"
+HOME_SEED = 7
+# The rules scenario: how many rules by default, how many motion sensors are measured (each
+# paired with a light), and how many motion reports per second drive them (on and off).
+DEFAULT_RULES = 100
+MEASURED_PAIRS = 5
+RULE_EVENTS_PER_S = 50.0
+RULE_KINDS = ("threshold", "held", "motion_light", "conditions", "state_change")
+_WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def percentiles(samples: list[float]) -> dict[str, float | int | None]:
@@ -87,6 +104,256 @@ def _scalar(body: Any) -> Any:
     return float(value) if isinstance(value, int | float) else value
 
 
+# ----- the rules scenario: generated rules and the probe that times them --------------------
+
+
+@dataclass(frozen=True)
+class RulePlan:
+    """The generated rule file: its text, how many rules of each kind, the measured pairs."""
+
+    text: str
+    count: int
+    pairs: tuple[tuple[str, str], ...]  # (motion entity id, light entity id), measured
+    kinds: dict[str, int]
+
+
+def _roles(devices: Sequence[SimDevice]) -> dict[str, list[str]]:
+    """Entity ids by the part they can play in a rule, read from the config payloads."""
+    roles: dict[str, list[str]] = defaultdict(list)
+    for device in devices:
+        for key, spec in device.config_payload()["entities"].items():
+            kind, device_class = spec["kind"], spec.get("device_class")
+            entity = f"{device.id}.{key}"
+            if kind == "binary_sensor":
+                roles["motion" if device_class == "motion" else "contact"].append(entity)
+            elif kind == "light":
+                roles["light"].append(entity)
+            elif kind == "sensor" and device_class in ("power", "temperature", "humidity"):
+                roles[device_class].append(entity)
+            elif kind in ("switch", "lock", "cover"):
+                roles["actuator"].append(entity)
+    return roles
+
+
+def _measured_rule(number: int, motion: str, light: str) -> dict[str, Any]:
+    # Parallel, not restart: an "off" that arrives before the "on" run has sent its command
+    # must not cancel it, or a measured event would go missing under load.
+    return {
+        "id": f"bench_measured_{number:03d}",
+        "description": "Measured: motion turns the light on; no motion turns it off.",
+        "mode": "parallel",
+        "max": 20,
+        "triggers": [
+            {"state": motion, "to": "on", "id": "motion_on"},
+            {"state": motion, "to": "off", "id": "motion_off"},
+        ],
+        "actions": [
+            {
+                "if": [{"trigger": "motion_on"}],
+                "then": [{"command": light, "action": "turn_on"}],
+                "else": [{"command": light, "action": "turn_off"}],
+            }
+        ],
+    }
+
+
+def plan_rules(
+    devices: Sequence[SimDevice], count: int, *, measured: int = MEASURED_PAIRS
+) -> RulePlan:
+    """Generate ``count`` distinct, armed rules over ``devices``: first the measured
+    motion-to-light pairs, then thresholds, ``for:`` durations, unmeasured motion lights,
+    conditions on other entities and state changes, in turn."""
+    if count < 1:
+        raise ValueError(f"the number of rules must be at least 1, got {count}")
+    roles = _roles(devices)
+    motions, lights = roles["motion"], roles["light"]
+    n_pairs = min(measured, len(motions), len(lights), count)
+    if n_pairs == 0:
+        raise ValueError(
+            "the rules scenario needs a motion sensor and a light among the simulated devices"
+            " (use --devices 3 or more)"
+        )
+    pairs = tuple(zip(motions[:n_pairs], lights[:n_pairs], strict=True))
+    # Unmeasured rules never command a measured light: every measured "on" gets one command.
+    free_motions, free_lights = motions[n_pairs:], lights[n_pairs:]
+    power, contact = roles["power"], roles["contact"]
+    temperature, humidity, actuator = roles["temperature"], roles["humidity"], roles["actuator"]
+
+    def threshold(k: int) -> dict[str, Any]:
+        entity, above = power[k % len(power)], 0.5 + (k * 13) % 400
+        return {
+            "triggers": [{"numeric": entity, "above": above}],
+            "actions": [{"notify": f"{{{{ trigger.entity_id }}}} draws more than {above} W"}],
+        }
+
+    def held(k: int) -> dict[str, Any]:
+        # Armed on every opening, cancelled on closing, rarely firing.
+        entity = contact[k % len(contact)]
+        return {
+            "triggers": [{"state": entity, "to": "on", "for": f"{300 + k}s"}],
+            "actions": [{"notify": "{{ trigger.entity_id }} open for {{ trigger.for }} s"}],
+        }
+
+    def motion_light(k: int) -> dict[str, Any]:
+        motion = free_motions[k % len(free_motions)]
+        light = free_lights[k % len(free_lights)]
+        return {
+            "mode": "restart",
+            "triggers": [{"state": motion, "to": "on"}],
+            "conditions": [{"time": {"weekdays": list(_WEEK)}}],  # always true
+            "actions": [
+                {
+                    "command": light,
+                    "action": "turn_on",
+                    "params": {"brightness": 1 + (k * 7) % 255},
+                }
+            ],
+        }
+
+    def conditions(k: int) -> dict[str, Any]:
+        # Conditions on other entities, each flavour true whenever those entities are known.
+        other = [
+            {"state": lights[k % len(lights)], "is": ["on", "off"]},
+            {"numeric": humidity[k % len(humidity)], "above": 0},
+            {"time": {"after": "00:00", "weekdays": list(_WEEK)}},
+            {"expr": f"float(states('{power[k % len(power)]}'), 0) >= 0"},
+        ][k % 4]
+        entity, above = temperature[k % len(temperature)], round(12 + (k % 150) * 0.1, 1)
+        return {
+            "triggers": [{"numeric": entity, "above": above}],
+            "conditions": [other],
+            "actions": [{"notify": f"{{{{ trigger.entity_id }}}} above {above} °C"}],
+        }
+
+    def state_change(k: int) -> dict[str, Any]:
+        entity = actuator[k % len(actuator)]
+        watched = (motions + contact)[k % len(motions + contact)]
+        return {
+            "mode": "queued",
+            "triggers": [{"state": entity}],
+            "conditions": [
+                {"or": [{"state": watched, "is": "on"}, {"not": [{"state": watched, "is": "on"}]}]},
+                {"expr": f"trigger.entity_id == '{entity}' and {k} >= 0"},
+            ],
+            "actions": [{"notify": "{{ trigger.entity_id }} is now {{ trigger.to }}"}],
+        }
+
+    makers: dict[str, tuple[Callable[[int], dict[str, Any]], bool]] = {
+        "threshold": (threshold, bool(power)),
+        "held": (held, bool(contact)),
+        "motion_light": (motion_light, bool(free_motions and free_lights)),
+        "conditions": (conditions, bool(temperature and humidity and power)),
+        "state_change": (state_change, bool(actuator)),
+    }
+    available = [(kind, make) for kind, (make, ok) in makers.items() if ok]
+    rules = [_measured_rule(n + 1, motion, light) for n, (motion, light) in enumerate(pairs)]
+    kinds = {"motion_light_measured": len(rules)} | {kind: 0 for kind, _ in available}
+    if len(rules) < count and not available:
+        raise ValueError("the simulated devices offer no entity for the unmeasured rules")
+    index = 0
+    while len(rules) < count:
+        kind, make = available[index % len(available)]
+        index += 1
+        number = kinds[kind]
+        kinds[kind] += 1
+        rules.append({"id": f"bench_{kind}_{number + 1:04d}", **make(number)})
+    bodies = {orjson.dumps({k: v for k, v in r.items() if k != "id"}) for r in rules}
+    if len(bodies) != len(rules):
+        raise ValueError("the rule generator made two identical rules")  # a bug here, not input
+    # YAML 1.2 reads JSON, one flow mapping per rule: one line each, easy to find by id.
+    lines = [
+        f"# {count} rules generated by `hub bench --scenario rules` over {len(devices)}"
+        " simulated devices.",
+        *(f"- {orjson.dumps(rule).decode()}" for rule in rules),
+    ]
+    return RulePlan("\n".join(lines) + "\n", count, pairs, kinds)
+
+
+class RuleProbe:
+    """Drives the measured motion sensors on and off and times the commands their rules send.
+
+    ``drive`` runs in the load loop (the main thread); ``on_command`` in the home client's
+    network thread. A motion "on" is recorded (``time.time()``) before it is published, so its
+    command can never arrive first; the lock covers the per-sensor queues both threads touch.
+    """
+
+    def __init__(self, home: BenchHome, plan: RulePlan, events_per_s: float) -> None:
+        from hub.simulator import MotionSensor
+
+        self.home = home
+        self.events_per_s = events_per_s
+        self.sensors: list[MotionSensor] = []
+        for motion, _ in plan.pairs:
+            sensor = home.by_id[motion.split(".")[0]]
+            assert isinstance(sensor, MotionSensor)
+            self.sensors.append(sensor)
+        # light device id -> motion device id
+        self.motion_of = {light.split(".")[0]: motion.split(".")[0] for motion, light in plan.pairs}
+        self.pending: dict[str, deque[float]] = {s.id: deque() for s in self.sensors}
+        self.samples: list[float] = []
+        self.unexpected = 0
+        self.events = 0
+        self._seen: set[str] = set()
+        self._next_due: float | None = None
+        self._turn = 0
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        """Forget the previous step's figures."""
+        with self._lock:
+            self.samples = []
+            self.unexpected = 0
+            self.events = 0
+            for queue in self.pending.values():
+                queue.clear()
+        self._next_due = None
+
+    def drive(self, now: float) -> int:
+        """Publish the motion reports due by ``now`` (monotonic); return how many were sent."""
+        if self._next_due is None:
+            self._next_due = now
+        sent = 0
+        home = self.home
+        while self._next_due <= now:
+            self._next_due += 1 / self.events_per_s
+            sensor = self.sensors[self._turn % len(self.sensors)]
+            self._turn += 1
+            with home.lock:
+                sensor.motion = not sensor.motion
+                report = sensor.initial_state()
+            value = report["motion"]["state"]
+            published = time.time()
+            if value == "on":
+                with self._lock:
+                    self.pending[sensor.id].append(published)
+            home.last_pub[(sensor.id, "motion")] = (value, published)
+            home.client.publish(f"{_PREFIX}/{sensor.id}/state", orjson.dumps(report))
+            sent += 1
+        self.events += sent
+        return sent
+
+    def on_command(self, device_id: str, command: Any, received: float) -> None:
+        """A command reached a device: if it is a measured light's turn_on, time it."""
+        motion = self.motion_of.get(device_id)
+        if motion is None or not isinstance(command, dict) or command.get("action") != "turn_on":
+            return
+        command_id = str(command.get("id"))
+        with self._lock:
+            if command_id in self._seen:
+                return  # the hub sent it again (no confirmation yet): already counted
+            self._seen.add(command_id)
+            queue = self.pending[motion]
+            if queue:
+                self.samples.append((received - queue.popleft()) * 1000)
+            else:
+                self.unexpected += 1
+
+    def misses(self) -> int:
+        """Motion "on" reports still waiting for their light's command."""
+        with self._lock:
+            return sum(len(queue) for queue in self.pending.values())
+
+
 @dataclass
 class Observed:
     """What the observer saw of the hub."""
@@ -99,16 +366,22 @@ class Observed:
     status_at: float = 0.0
     devices_seen: set[str] = field(default_factory=set)
     failures: list[str] = field(default_factory=list)
+    # The rules scenario: notifications rules sent while measuring, and the retained status.
+    notifications: int = 0
+    rules_status: dict[str, Any] | None = None
 
 
 class BenchHome:
     """The simulated devices' side: announces, publishes paced load, obeys commands."""
 
-    def __init__(self, port: int, protocol: str, devices: int, seed: int = 7) -> None:
+    def __init__(self, port: int, protocol: str, devices: int, seed: int = HOME_SEED) -> None:
         from hub.simulator import build_home
 
         self.devices = build_home(devices, seed=seed)
         self.by_id = {d.id: d for d in self.devices}
+        # The devices the paced load reports for (all but the ones a RuleProbe drives).
+        self.load_devices = list(self.devices)
+        self.probe: RuleProbe | None = None
         self.rng = random.Random(seed)
         self.client = _client(f"bench-home-{uuid.uuid4().hex[:8]}", protocol)
         self.client.on_message = self._on_command
@@ -117,7 +390,14 @@ class BenchHome:
         self.last_pub: dict[tuple[str, str], tuple[Any, float]] = {}
         self.sent = 0
         self.replies = 0
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
+
+    def attach_probe(self, probe: RuleProbe) -> None:
+        """Let ``probe`` drive its motion sensors (the paced load leaves them alone) and see
+        every command."""
+        self.probe = probe
+        driven = {sensor.id for sensor in probe.sensors}
+        self.load_devices = [d for d in self.devices if d.id not in driven]
 
     def connect(self) -> None:
         """Connect, subscribe to commands and announce every device."""
@@ -132,23 +412,39 @@ class BenchHome:
             self.client.publish(f"{topic}/state", orjson.dumps(device.initial_state()), qos=1)
 
     def _on_command(self, client: Any, userdata: Any, message: Any) -> None:
+        received = time.time()
         device_id = message.topic.split("/")[1]
         device = self.by_id.get(device_id)
         if device is None:
             return
-        with self._lock:
-            reply = device.apply_command(orjson.loads(message.payload))
+        command = orjson.loads(message.payload)
+        if self.probe is not None:
+            self.probe.on_command(device_id, command, received)
+        with self.lock:
+            reply = device.apply_command(command)
+        if reply and self.probe is not None:
+            # Rules command many lights at once: a state a command changed must not be matched
+            # to the device's last heartbeat (the hub's mirror publishes changes only, so that
+            # heartbeat may be long past), or a command's round trip would count as ingest.
+            for key in reply:
+                self.last_pub.pop((device_id, key), None)
         if reply:
             client.publish(f"{_PREFIX}/{device_id}/state", orjson.dumps(reply))
             self.replies += 1
 
     def run_load(
-        self, rate: float, duration: float, on_tick: Callable[[], None] | None = None
+        self,
+        rate: float,
+        duration: float,
+        on_tick: Callable[[], None] | None = None,
+        drive: Callable[[float], int] | None = None,
     ) -> float:
-        """Publish ``rate`` reports/s for ``duration`` s, paced on a monotonic schedule."""
+        """Publish ``rate`` reports/s for ``duration`` s, paced on a monotonic schedule;
+        ``drive(now)`` publishes extra messages of its own and says how many (counted as sent)."""
         publish = self.client.publish
-        devices = self.devices
+        devices = self.load_devices
         count = len(devices)
+        driven = 0
         start = time.monotonic()
         end = start + duration
         sent = 0
@@ -160,7 +456,7 @@ class BenchHome:
             due = int((now - start) * rate)
             while sent < due:
                 device = devices[sent % count]
-                with self._lock:
+                with self.lock:
                     report = device.next_report(time.time(), self.rng)
                 t_pub = time.time()
                 for key, body in report.items():
@@ -169,12 +465,14 @@ class BenchHome:
                         self.last_pub[(device.id, key)] = (value, t_pub)
                 publish(f"{_PREFIX}/{device.id}/state", orjson.dumps(report))
                 sent += 1
+            if drive is not None:
+                driven += drive(now)
             if on_tick is not None and now - last_tick >= 0.05:
                 on_tick()
                 last_tick = now
             time.sleep(min(0.001, max(0.0, end - time.monotonic())))
-        self.sent += sent
-        return sent / (time.monotonic() - start)
+        self.sent += sent + driven
+        return (sent + driven) / (time.monotonic() - start)
 
     def close(self) -> None:
         """Disconnect."""
@@ -185,9 +483,10 @@ class BenchHome:
 class Observer:
     """Watches the hub's mirror: states, command results, stats and status."""
 
-    def __init__(self, port: int, protocol: str, home: BenchHome) -> None:
+    def __init__(self, port: int, protocol: str, home: BenchHome, *, rules: bool = False) -> None:
         self.seen = Observed()
         self.home = home
+        self.rules = rules
         self.measuring = False
         self.client = _client(f"bench-observer-{uuid.uuid4().hex[:8]}", protocol)
         self.client.on_message = self._on_message
@@ -206,6 +505,9 @@ class Observer:
             "status",
         ):
             self.client.subscribe(f"{_BASE}/{topic}", qos=0)
+        if self.rules:
+            self.client.subscribe(f"{_BASE}/rules/status", qos=0)
+            self.client.subscribe(f"{_BASE}/events/notification", qos=0)
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         topic: str = message.topic
@@ -223,6 +525,11 @@ class Observer:
                 self.seen.failures.append(body.get("reason", ""))
         elif topic.endswith("/stats"):
             self.seen.stats = orjson.loads(message.payload)
+        elif topic == f"{_BASE}/rules/status":
+            self.seen.rules_status = orjson.loads(message.payload) if message.payload else None
+        elif topic.endswith("/notification"):
+            if self.measuring:
+                self.seen.notifications += 1
         elif topic.endswith("/status"):
             self.seen.status = message.payload.decode()
             self.seen.status_at = time.time()
@@ -384,15 +691,61 @@ class Step:
     command_ms: list[float]
     commands_failed: int
     floor_ms: list[float]
+    # The rules scenario (empty or zero otherwise).
+    rule_ms: list[float] = field(default_factory=list)
+    rule_misses: int = 0
+    rule_unexpected: int = 0
+    rule_events: int = 0
+    notifications: int = 0
 
 
 class Bench:
     """Runs the whole benchmark and returns its report."""
 
-    def __init__(self, devices: int, progress: Callable[[str], None]) -> None:
+    def __init__(
+        self, devices: int, progress: Callable[[str], None], *, rules: int | None = None
+    ) -> None:
         self.devices = devices
         self.progress = progress
+        self.rules = rules
+        # Rules are measured as users run them: with the event history recorded.
+        self.history = True
+        self.plan: RulePlan | None = None
         self.workdir = Path(tempfile.mkdtemp(prefix="hub-bench-"))
+
+    def _write_rules(self, home: BenchHome, count: int) -> RulePlan:
+        """Generate the rules into ``<workdir>/rules/bench.yaml`` and load them as the hub will."""
+        from hub.rules.loader import load_rules
+        from hub.yamlsource import ConfigError
+
+        try:
+            plan = plan_rules(home.devices, count)
+        except ValueError as exc:
+            raise RuntimeError(str(exc)) from exc
+        folder = self.workdir / "rules"
+        folder.mkdir(exist_ok=True)
+        (folder / "bench.yaml").write_text(plan.text)
+        try:
+            loaded = load_rules([folder])
+        except ConfigError as exc:
+            raise RuntimeError(f"the generated rules do not load:\n{exc}") from exc
+        if len(loaded.rules) != count:
+            raise RuntimeError(f"generated {count} rules but the loader found {len(loaded.rules)}")
+        return plan
+
+    def _check_rules_running(self, observer: Observer, hub: HubProcess) -> None:
+        """Wait for the hub's retained rule status and check that it runs every rule."""
+        if self.plan is None:
+            return
+        if not observer.wait_for(lambda s: s.rules_status is not None, 30):
+            raise RuntimeError(f"the hub published no rule status:\n{hub.log_tail()}")
+        status = observer.seen.rules_status or {}
+        running = len(status.get("rules", []))
+        if status.get("error") or running != self.plan.count:
+            raise RuntimeError(
+                f"the hub runs {running} of {self.plan.count} rules:"
+                f" {status.get('error') or hub.log_tail()}"
+            )
 
     @contextlib.contextmanager
     def environment(self) -> Iterator[tuple[Any, HubProcess, BenchHome, Observer, float]]:
@@ -409,22 +762,33 @@ class Bench:
         loop_thread.start()
         protocol = "5" if broker.supports_mqtt5 else "3.1.1"
         self.progress(f"broker: {broker.describe()}")
+        home = BenchHome(broker.port, protocol, self.devices)
         config = self.workdir / "hub.yaml"
-        config.write_text(
+        text = (
             f"hub:\n  base_topic: {_BASE}\n  device_topic: {_PREFIX}\n"
             f"mqtt:\n  url: {broker.url}\n  client_id: hub-bench-{uuid.uuid4().hex[:6]}\n"
             f"database:\n  url: sqlite+aiosqlite:///{self.workdir / 'bench.db'}\n"
             "logging:\n  level: warning\n"
         )
+        if self.rules is not None:
+            self.plan = self._write_rules(home, self.rules)
+            home.attach_probe(RuleProbe(home, self.plan, RULE_EVENTS_PER_S))
+            text += f"rules:\n  paths: [rules]\n  history: {str(self.history).lower()}\n"
+            self.progress(
+                f"rules: {self.plan.count} ("
+                + ", ".join(f"{n} {kind}" for kind, n in self.plan.kinds.items() if n)
+                + f"), history {'on' if self.history else 'off'}"
+            )
+        config.write_text(text)
         hub = HubProcess(config, self.workdir / "hub.log")
-        home = BenchHome(broker.port, protocol, self.devices)
-        observer = Observer(broker.port, protocol, home)
+        observer = Observer(broker.port, protocol, home, rules=self.plan is not None)
         try:
             observer.connect()
             # First run: devices announce themselves and land in the database.
             hub.start()
             if not observer.wait_for(lambda s: s.status == "online", 30):
                 raise RuntimeError(f"the hub did not come online:\n{hub.log_tail()}")
+            self._check_rules_running(observer, hub)
             home.connect()
             self.progress(f"registering {self.devices} devices ...")
             if not observer.wait_for(lambda s: s.stats.get("devices", 0) >= self.devices, 60):
@@ -434,10 +798,12 @@ class Bench:
             hub.stop()
             # Second run: start-up time with a warm database of N devices.
             observer.seen.status = ""
+            observer.seen.rules_status = None
             hub.start()
             if not observer.wait_for(lambda s: s.status == "online", 30):
                 raise RuntimeError(f"the hub did not come back online:\n{hub.log_tail()}")
             startup = observer.seen.status_at - hub.started_at
+            self._check_rules_running(observer, hub)
             self.progress(
                 f"hub started in {startup:.2f} s with {self.devices} devices in its database"
             )
@@ -469,6 +835,10 @@ class Bench:
         base_sent, base_replies = home.sent, home.replies
         observer.seen.state_ms, observer.seen.command_ms = [], []
         observer.seen.commands_failed = 0
+        observer.seen.notifications = 0
+        probe = home.probe
+        if probe is not None:
+            probe.reset()
         floor = FloorProbe(port, protocol)
         floor.start()
         commandable = [
@@ -489,7 +859,9 @@ class Bench:
 
         observer.measuring = True
         cpu_before = hub.cpu_seconds()
-        sent_rate = home.run_load(rate, duration, on_tick=tick)
+        sent_rate = home.run_load(
+            rate, duration, on_tick=tick, drive=probe.drive if probe is not None else None
+        )
         # Wait for the hub to catch up and publish stats that include everything sent.
         self._settle(observer, deadline=max(10.0, duration))
         cpu = hub.cpu_seconds() - cpu_before
@@ -512,6 +884,11 @@ class Bench:
             command_ms=list(observer.seen.command_ms),
             commands_failed=observer.seen.commands_failed,
             floor_ms=list(floor.samples),
+            rule_ms=list(probe.samples) if probe is not None else [],
+            rule_misses=probe.misses() if probe is not None else 0,
+            rule_unexpected=probe.unexpected if probe is not None else 0,
+            rule_events=probe.events if probe is not None else 0,
+            notifications=observer.seen.notifications,
         )
 
     def _settle(self, observer: Observer, deadline: float = 10.0) -> None:
@@ -532,9 +909,29 @@ class Bench:
 
 
 def _report(
-    step: Step, *, scenario: str, devices: int, startup: float, peak_rss: float, broker: str
+    step: Step,
+    *,
+    scenario: str,
+    devices: int,
+    startup: float,
+    peak_rss: float,
+    broker: str,
+    bench: Bench | None = None,
 ) -> dict[str, Any]:
     ingested = step.hub_received
+    rules: dict[str, Any] = {}
+    if bench is not None and bench.plan is not None:
+        rules = {
+            "rules": bench.plan.count,
+            "rule_kinds": bench.plan.kinds,
+            "history": bench.history,
+            # From the measured motion sensor's publish to the light's command at the light.
+            "rule_latency_ms": percentiles(step.rule_ms),
+            "rule_misses": step.rule_misses,
+            "rule_unexpected_commands": step.rule_unexpected,
+            "rule_events": step.rule_events,
+            "rule_notifications": step.notifications,
+        }
     return {
         "scenario": scenario,
         "devices": devices,
@@ -546,6 +943,7 @@ def _report(
         "lost": step.lost,
         "state_latency_ms": percentiles(step.state_ms),
         "command_latency_ms": {**percentiles(step.command_ms), "failed": step.commands_failed},
+        **rules,
         "cpu_s_per_1k_msgs": round(step.cpu_s / max(1, ingested) * 1000, 4),
         "peak_rss_mb": peak_rss,
         "startup_s": round(startup, 3),
@@ -579,9 +977,11 @@ def run_bench(
     scenario: str,
     find_max: bool,
     progress: Callable[[str], None],
+    rules: int | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark and return the JSON report."""
-    bench = Bench(devices, progress)
+    """Run the benchmark (with ``rules`` generated rules, for the rules scenario) and return
+    the JSON report."""
+    bench = Bench(devices, progress, rules=rules)
     with bench.environment() as (broker, hub, home, observer, startup):
         protocol = "5" if broker.supports_mqtt5 else "3.1.1"
         if not find_max:
@@ -594,6 +994,7 @@ def run_bench(
                 startup=startup,
                 peak_rss=hub.peak_rss_mb(),
                 broker=broker.describe(),
+                bench=bench,
             )
         steps: list[dict[str, Any]] = []
         best: Step | None = None
@@ -633,6 +1034,7 @@ def run_bench(
             startup=startup,
             peak_rss=hub.peak_rss_mb(),
             broker=broker.describe(),
+            bench=bench,
         )
         report["max_zero_loss_rate"] = best.rate
         report["steps"] = steps
@@ -661,6 +1063,18 @@ def format_table(report: dict[str, Any]) -> str:
             lat("command_latency_ms") + f"  ({report['command_latency_ms']['failed']} failed)",
         ),
         ("floor (bare paho)", lat("floor_rtt_ms")),
+        *(
+            [
+                (
+                    "sensor -> rule command",
+                    lat("rule_latency_ms")
+                    + f"  ({report['rules']} rules, {report['rule_misses']} missed,"
+                    f" history {'on' if report['history'] else 'off'})",
+                )
+            ]
+            if "rules" in report
+            else []
+        ),
         ("CPU per 1k msgs", f"{report['cpu_s_per_1k_msgs']:.4f} s"),
         ("peak RSS", f"{report['peak_rss_mb']:g} MB"),
         ("start-up", f"{report['startup_s']:.3f} s"),
@@ -683,6 +1097,22 @@ def run_bench_command(args: argparse.Namespace) -> int:
     if args.devices < 1 or args.rate <= 0 or args.duration <= 0:
         print("hub bench: --devices, --rate and --duration must be positive", file=sys.stderr)
         return 2
+    rules: int | None = getattr(args, "rules", None)
+    if args.scenario != "rules" and rules is not None:
+        print(
+            f"hub bench: --rules applies only to --scenario rules (not {args.scenario!r})",
+            file=sys.stderr,
+        )
+        return 2
+    if args.scenario == "rules":
+        rules = DEFAULT_RULES if rules is None else rules
+        try:
+            from hub.simulator import build_home
+
+            plan_rules(build_home(args.devices, seed=HOME_SEED), rules)
+        except ValueError as exc:
+            print(f"hub bench: --rules {rules}: {exc}", file=sys.stderr)
+            return 2
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -695,6 +1125,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
             scenario=args.scenario,
             find_max=args.max,
             progress=progress,
+            rules=rules,
         )
     except RuntimeError as exc:
         print(f"hub bench: {exc}", file=sys.stderr)
@@ -703,4 +1134,5 @@ def run_bench_command(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(format_table(report))
-    return 0 if report["lost"] == 0 else 1
+    # A measured rule event without its command is a failure, like a lost message.
+    return 0 if report["lost"] == 0 and not report.get("rule_misses") else 1

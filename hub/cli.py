@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--duration", type=float, default=20.0, help="seconds of load (default 20)")
     bench.add_argument("--scenario", default="core", help="load scenario (default core)")
+    bench.add_argument("--rules", type=int, help="rules scenario: how many rules (default 100)")
     bench.add_argument(
         "--max", action="store_true", help="find the highest rate sustained with zero loss"
     )
@@ -376,11 +377,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         loaded = load_config(args.config)
         issues = check_plugins(loaded.config, loaded.source)
-        issues += check_rule_files(
-            loaded.config.rules.resolved_paths(loaded.path.parent),
-            missing_ok=not loaded.config.rules.configured,
-            secrets=SecretResolver(loaded.secrets_path),
-        )
+        paths = loaded.config.rules.resolved_paths(loaded.path.parent)
+        missing_ok = not loaded.config.rules.configured
+        secrets = SecretResolver(loaded.secrets_path)
+        rule_issues = check_rule_files(paths, missing_ok=missing_ok, secrets=secrets)
+        issues += rule_issues
+        if not any(i.severity == "error" for i in rule_issues):
+            # Static checks need loadable rules: unknown references, conflicts, loops.
+            from hub.rules.checks import check_ruleset, known_from
+            from hub.rules.loader import load_rules
+
+            known = asyncio.run(known_from(loaded.config, loaded.config.database.resolved_url))
+            ruleset = load_rules(paths, missing_ok=missing_ok, secrets=secrets)
+            issues += check_ruleset(ruleset, known)
     except ConfigError as exc:
         issues = list(exc.issues)
     errors = [i for i in issues if i.severity == "error"]
@@ -408,7 +417,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         for issue in issues:
             print(issue)
-        print(f"{args.config}: OK" if not errors else f"{len(errors)} error(s) in {args.config}")
+        warnings = len(issues) - len(errors)
+        note = f" ({warnings} warning(s))" if warnings else ""
+        print(
+            f"{args.config}: OK{note}" if not errors else f"{len(errors)} error(s) in {args.config}"
+        )
     return EXIT_FAILED if errors else EXIT_OK
 
 

@@ -1,0 +1,1056 @@
+"""The generic adapter: reads firmware profiles and speaks each one's MQTT.
+
+One adapter serves every loaded profile. Devices it creates are owned by the adapter (its
+plug-in name); ``device.native`` records the profile, the device's key on the wire and its
+variables, so identities survive restarts. Entities appear as the device first reports them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from adapters.firmware.paths import MISSING, Bindings
+from adapters.firmware.profile import (
+    Availability,
+    CommandSet,
+    Condition,
+    FieldMap,
+    Outgoing,
+    Profile,
+    ProfileError,
+    Rule,
+    load_profile,
+    profile_name,
+    resolve_ref,
+)
+from adapters.firmware.settings import DeviceEntry, FirmwareSettings, ProfileSettings, entry_of
+from adapters.firmware.templates import (
+    Expander,
+    Template,
+    TemplateError,
+    TopicPattern,
+    check_publish_topic,
+    compile_topic,
+    filter_covers,
+    text_of,
+)
+from adapters.firmware.transforms import SKIP, TransformError, apply_all
+from hub.api import (
+    CommandError,
+    Device,
+    Entity,
+    InvalidValue,
+    Plugin,
+    PluginContext,
+)
+
+_ID_CHARS = re.compile(r"[^a-z0-9_\-]+")
+_CORRELATION_WINDOW = 1024  # outstanding request ids remembered for responses
+_SUB_QOS_1 = 1
+
+
+class FirmwareConfigError(Exception):
+    """Settings that do not fit the loaded profiles."""
+
+
+class Reject(Exception):
+    """A message is ignored as a whole: counted and logged with this reason."""
+
+    def __init__(self, reason: str, kind: str = "malformed") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+def sanitise_id(text: str) -> str:
+    """Turn a firmware name into a hub id: lower case, [a-z0-9_-], at most 64 characters."""
+    cleaned = _ID_CHARS.sub("_", text.lower()).strip("_-")
+    return cleaned[:64].rstrip("_-")
+
+
+def _hostile(value: str) -> bool:
+    # A variable taken from a topic or payload names devices and becomes part of topics
+    # we publish to: refuse path tricks, control characters and absurd lengths outright.
+    return ".." in value or len(value) > 128 or any(ord(c) < 32 or c in "+#" for c in value)
+
+
+# ----- runtime records ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Install:
+    """A profile as this installation uses it: options, listed devices, discovery switch."""
+
+    profile: Profile
+    settings: ProfileSettings
+    expander: Expander
+    discover: bool
+    entries: dict[str, DeviceEntry]
+    literals: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Known:
+    """A device the adapter speaks to."""
+
+    install: Install
+    key: str
+    device_id: str
+    vars: dict[str, Any]
+    entry: DeviceEntry | None
+    routes: list[Route] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A rule subscribed under a filter, for every device (``known`` None) or one device."""
+
+    install: Install
+    rule: Rule
+    pattern: TopicPattern
+    known: Known | None
+
+
+@dataclass(slots=True)
+class _Pending:
+    """What one message says about one entity (value and/or attributes), before checking."""
+
+    fmap: FieldMap
+    bindings: Bindings
+    value: Any = MISSING
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _DeviceBatch:
+    """Everything one message does to one device."""
+
+    known: Known
+    new: bool = False
+    var_updates: dict[str, Any] = field(default_factory=dict)
+    available: bool | None = None
+    entities: dict[str, _Pending] = field(default_factory=dict)
+    binds: dict[str, Any] = field(default_factory=dict)
+
+
+# ----- the plug-in -------------------------------------------------------------------------------
+
+
+class FirmwareProfiles(Plugin):
+    """Speaks every firmware described by a profile in ``firmware-bridges/`` (or elsewhere)."""
+
+    settings_model = FirmwareSettings
+
+    def __init__(self, context: PluginContext, settings: FirmwareSettings) -> None:
+        super().__init__(context, settings)
+        self.settings: FirmwareSettings = settings
+        self.installs: dict[str, Install] = {}
+        self._known: dict[tuple[str, str], Known] = {}
+        self._by_id: dict[str, Known] = {}
+        self._routes: dict[str, list[Route]] = {}
+        self._shared: dict[tuple[str, int], Route] = {}
+        self._subscriptions: dict[str, Callable[[], None]] = {}
+        self._seq = itertools.count(1)
+        self._requests: OrderedDict[int, tuple[str, str]] = OrderedDict()
+        self._owner = context.name
+
+    # ----- start / stop --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load and check every profile, restore known devices, subscribe."""
+        self.installs = self._load_installs()
+        self.context.register_dialect(self._owner, self)
+        self._restore_devices()
+        for install in self.installs.values():
+            for key, entry in install.entries.items():
+                self._ensure_listed(install, key, entry)
+        for install in self.installs.values():
+            self._subscribe_install(install)
+        self.context.logger.info(
+            "firmware profiles %s: %d device(s) known",
+            ", ".join(self.installs),
+            len(self._by_id),
+        )
+
+    async def stop(self) -> None:
+        """Forget routes (the context undoes the subscriptions themselves)."""
+        self._routes.clear()
+        self._shared.clear()
+        self._subscriptions.clear()
+
+    def _load_installs(self) -> dict[str, Install]:
+        issues = []
+        profiles: list[Profile] = []
+        for ref in self.settings.profiles:
+            path = resolve_ref(ref, self.context.config_dir)
+            try:
+                profiles.append(load_profile(path, profile_name(ref)))
+            except ProfileError as exc:
+                issues.extend(exc.issues)
+        if issues:
+            raise ProfileError(issues)
+        problems: list[str] = []
+        installs: dict[str, Install] = {}
+        base_literals = {"base_topic": self.context.base_topic}
+        for profile in profiles:
+            settings = self.settings.for_profile(profile.name)
+            found = [f"{profile.name}: {p}" for p in profile.check_overrides(settings.options)]
+            problems.extend(found)
+            entries: dict[str, DeviceEntry] = {}
+            key_name = profile.device.key
+            allowed = profile.device_vars | frozenset(profile.var_patterns)
+            for index, item in enumerate(settings.devices):
+                entry = entry_of(item, key_name)
+                where = f"{profile.name}.devices[{index}]"
+                key = entry.vars.get(key_name)
+                if key is None:
+                    problems.append(f"{where}: needs {key_name!r} (the device's name on the wire)")
+                    continue
+                unknown = set(entry.vars) - allowed
+                if unknown:
+                    problems.append(
+                        f"{where}: unknown key(s) {', '.join(sorted(unknown))}; use id, name, "
+                        f"area, entities or the profile's variables ({', '.join(sorted(allowed))})"
+                    )
+                pattern = profile.var_patterns.get(key_name, ".+")
+                if _hostile(key) or not re.fullmatch(pattern, key):
+                    problems.append(f"{where}: {key!r} is not a valid {key_name}")
+                if key in entries:
+                    problems.append(f"{where}: {key!r} is listed twice")
+                entries[key] = entry
+            if found:
+                continue
+            installs[profile.name] = Install(
+                profile=profile,
+                settings=settings,
+                expander=profile.expander(settings.options),
+                discover=profile.device.discover
+                if settings.discover is None
+                else settings.discover,
+                entries=entries,
+                literals=dict(base_literals),
+            )
+        if problems:
+            raise FirmwareConfigError("; ".join(problems))
+        return installs
+
+    def _restore_devices(self) -> None:
+        # Devices stored by an earlier run keep their ids: the registry was loaded from the
+        # database before plug-ins start, with the profile and key we recorded in native.
+        for device in list(self.context.devices.values()):
+            if device.owner != self._owner:
+                continue
+            native = device.native
+            install = self.installs.get(str(native.get("profile")))
+            key = native.get("key")
+            if install is None or not isinstance(key, str):
+                continue
+            raw_vars = native.get("vars")
+            known = Known(
+                install,
+                key,
+                device.id,
+                dict(raw_vars) if isinstance(raw_vars, dict) else {install.profile.device.key: key},
+                install.entries.get(key),
+            )
+            self._remember(known)
+
+    def _ensure_listed(self, install: Install, key: str, entry: DeviceEntry) -> None:
+        known = self._known.get((install.profile.name, key))
+        if known is None:
+            variables: dict[str, Any] = {**entry.vars, install.profile.device.key: key}
+            known = Known(install, key, "", variables, entry)
+            known.device_id = self._allocate_id(install, known.vars, entry)
+            self._remember(known)
+        else:
+            known.entry = entry
+            known.vars.update(entry.vars)
+        self._register(known, self._entities_of(known))
+
+    # ----- subscriptions -------------------------------------------------------------------------
+
+    def _subscribe_install(self, install: Install) -> None:
+        key = install.profile.device.key
+        for rule in install.profile.rules:
+            try:
+                expanded = install.expander.expand(
+                    rule.topic, rule_vars=rule.vars, literals=install.literals
+                )
+                pattern = compile_topic(expanded, install.profile.var_patterns)
+            except TemplateError as exc:
+                raise FirmwareConfigError(
+                    f"{install.profile.name}: {rule.name}: cannot build the topic: {exc}"
+                ) from None
+            if key not in expanded.names or install.discover:
+                route = Route(install, rule, pattern, None)
+                self._shared[(install.profile.name, rule.index)] = route
+                self._add_route(route)
+        for known in list(self._by_id.values()):
+            if known.install is install:
+                self._subscribe_device(known)
+
+    def _subscribe_device(self, known: Known) -> None:
+        """Per-device routes, where the shared ones do not already deliver its messages."""
+        for route in known.routes:
+            self._remove_route(route)
+        known.routes.clear()
+        install = known.install
+        for rule in install.profile.rules:
+            try:
+                expanded = install.expander.expand(
+                    rule.topic, rule_vars=rule.vars, literals=install.literals, device=known.vars
+                )
+                pattern = compile_topic(expanded, install.profile.var_patterns)
+            except TemplateError as exc:
+                self.context.logger.warning(
+                    "%s: cannot subscribe %s for %s: %s",
+                    install.profile.name,
+                    rule.name,
+                    known.device_id,
+                    exc,
+                )
+                continue
+            shared = self._shared.get((install.profile.name, rule.index))
+            if shared is not None and filter_covers(shared.pattern.filter, pattern.filter):
+                continue
+            route = Route(install, rule, pattern, known)
+            known.routes.append(route)
+            self._add_route(route)
+
+    def _add_route(self, route: Route) -> None:
+        topic_filter = route.pattern.filter
+        routes = self._routes.get(topic_filter)
+        if routes is None:
+            routes = self._routes[topic_filter] = []
+            qos = _SUB_QOS_1 if (route.rule.announce or route.rule.availability) else 0
+
+            def handler(topic: str, payload: bytes, received: float) -> None:
+                self._on_message(topic_filter, topic, payload)
+
+            self._subscriptions[topic_filter] = self.context.subscribe_mqtt(
+                topic_filter, handler, qos=qos
+            )
+        if route.known is None:
+            routes.append(route)
+        else:
+            routes.insert(0, route)  # a device's own route wins over the shared one
+
+    def _remove_route(self, route: Route) -> None:
+        topic_filter = route.pattern.filter
+        routes = self._routes.get(topic_filter)
+        if routes is None or route not in routes:
+            return
+        routes.remove(route)
+        if not routes:
+            del self._routes[topic_filter]
+            undo = self._subscriptions.pop(topic_filter, None)
+            if undo is not None:
+                undo()
+
+    # ----- inbound -------------------------------------------------------------------------------
+
+    def _on_message(self, topic_filter: str, topic: str, payload: bytes) -> None:
+        matches: list[tuple[Route, dict[str, str]]] = []
+        seen: set[tuple[str, int]] = set()
+        for route in self._routes.get(topic_filter, ()):
+            captures = route.pattern.match(topic)
+            if captures is None:
+                continue
+            ident = (route.install.profile.name, route.rule.index)
+            if ident in seen:
+                continue
+            seen.add(ident)
+            matches.append((route, captures))
+        if not matches:
+            return  # another firmware's message under a shared filter
+        try:
+            self._handle(topic, payload, matches)
+        except Reject as reject:
+            self.context.reject(topic, reject.reason, kind=reject.kind)
+
+    def _handle(
+        self, topic: str, payload: bytes, matches: list[tuple[Route, dict[str, str]]]
+    ) -> None:
+        if len(payload) > self.settings.max_payload:
+            raise Reject(
+                f"payload of {len(payload)} bytes is over {self.settings.max_payload}", "too_large"
+            )
+        batches: dict[tuple[str, str], _DeviceBatch] = {}
+        removals: list[Known] = []
+        parsed: list[Any] = []  # the JSON payload, decoded once for every rule that needs it
+        for route, captures in matches:
+            self._apply_rule(route, captures, topic, payload, parsed, batches, removals)
+        if batches:
+            self._commit(topic, batches)
+        for known in removals:
+            self._forget(known)
+
+    def _decode_json(self, payload: bytes, parsed: list[Any]) -> Any:
+        if not parsed:
+            try:
+                parsed.append(orjson.loads(payload))
+            except orjson.JSONDecodeError as exc:
+                raise Reject(f"not JSON: {exc}", "not_json") from None
+        return parsed[0]
+
+    def _apply_rule(
+        self,
+        route: Route,
+        captures: dict[str, str],
+        topic: str,
+        payload: bytes,
+        parsed: list[Any],
+        batches: dict[tuple[str, str], _DeviceBatch],
+        removals: list[Known],
+    ) -> None:
+        install, rule = route.install, route.rule
+        profile = install.profile
+        variables: dict[str, Any] = {}
+        for name, raw in captures.items():
+            if _hostile(raw):
+                raise Reject(f"{name} {raw[:60]!r} in the topic is not acceptable", "bad_topic")
+            variables[name] = int(raw) if name in profile.int_vars else raw
+        if route.known is not None:
+            variables.setdefault(profile.device.key, route.known.key)
+
+        if not payload:
+            # An empty retained message clears a topic; only a discovery topic means "removed".
+            if rule.remove_on_empty:
+                known = route.known or self._find(install, variables)
+                if known is not None and known.key not in install.entries:
+                    removals.append(known)
+            return
+
+        data: Any
+        if rule.format == "text":
+            try:
+                data = payload.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise Reject("payload is not UTF-8 text", "wrong_type") from None
+        else:
+            data = self._decode_json(payload, parsed)
+            if not isinstance(data, dict):
+                raise Reject(f"expected a JSON object, got {type(data).__name__}", "wrong_type")
+            if not _conditions_hold(rule.when, data, variables):
+                return
+            if rule.error is not None:
+                error = rule.error.get(data) if rule.error.literal else MISSING
+                if error is not MISSING:
+                    self.context.logger.warning(
+                        "%s says on %s: %s", profile.name, topic, str(error)[:200]
+                    )
+                    return
+            for name, path in rule.device_vars:
+                value = path.get(data)
+                if value is MISSING or value is None:
+                    continue
+                if isinstance(value, dict | list) or (isinstance(value, str) and _hostile(value)):
+                    raise Reject(f"device field {path.source!r} is not acceptable", "bad_config")
+                if name in profile.int_vars and not isinstance(value, int):
+                    raise Reject(f"device field {path.source!r} must be a number", "bad_config")
+                if name in variables and variables[name] != value:
+                    raise Reject(
+                        f"{path.source} {value!r} in the payload differs from {variables[name]!r} "
+                        "in the topic",
+                        "bad_config",
+                    )
+                if name in profile.options and isinstance(value, str):
+                    # It overrides an option (a device's own FullTopic): it must be a template
+                    # that uses only what the option itself may use.
+                    problem = profile.check_overrides({name: value})
+                    if problem:
+                        raise Reject(f"device field {path.source!r}: {problem[0]}", "bad_config")
+                variables[name] = value
+            key_path = dict(rule.device_vars).get(profile.device.key)
+            if key_path is not None and profile.device.key not in variables:
+                raise Reject(f"the payload has no {key_path.source!r}", "bad_config")
+
+        known = route.known
+        if known is None:
+            known = self._identify(route, variables, data, batches)
+            if known is None:
+                return
+        ident = (profile.name, known.key)
+        batch = batches.get(ident)
+        if batch is None:
+            batch = batches[ident] = _DeviceBatch(known, new=known.device_id == "")
+        # Variables the device told us about (its name, MAC, FullTopic...), applied only if
+        # the whole message is accepted.
+        for name, value in variables.items():
+            if name in profile.device_vars and known.vars.get(name) != value:
+                batch.var_updates[name] = value
+
+        if rule.availability is not None:
+            batch.available = self._availability(rule.availability, known, data)
+        if rule.format == "json":
+            for name, path in rule.bind:
+                value = path.get(data) if path.literal else MISSING
+                if value is not MISSING and not isinstance(value, dict | list):
+                    batch.binds[name] = value
+        bindings = {**variables, **batch.binds}
+        for group in rule.decode:
+            for node, found in group.at.find(data, bindings):
+                at_bindings = _bind_conditions(group.when, node, found)
+                if at_bindings is None:
+                    continue
+                for fmap in group.maps:
+                    for value, map_bindings in fmap.path.find(node, at_bindings):
+                        self._collect(batch, fmap, value, map_bindings)
+
+    def _identify(
+        self,
+        route: Route,
+        variables: dict[str, Any],
+        data: Any,
+        batches: Mapping[tuple[str, str], _DeviceBatch],
+    ) -> Known | None:
+        install, rule = route.install, route.rule
+        profile = install.profile
+        key_name = profile.device.key
+        key = variables.get(key_name)
+        if key is None and rule.correlate is not None and isinstance(data, dict):
+            request = rule.correlate.get(data) if rule.correlate.literal else MISSING
+            if isinstance(request, int) and not isinstance(request, bool):
+                sent = self._requests.get(request)
+                if sent is not None and sent[0] == profile.name:
+                    key = sent[1]
+                    variables[key_name] = key
+        if key is None:
+            found = self._find(install, variables)
+            if found is None:
+                return None  # e.g. a response to a request we no longer remember
+            return found
+        key = text_of(key)
+        pattern = profile.var_patterns.get(key_name)
+        if _hostile(key) or (pattern is not None and not re.fullmatch(pattern, key)):
+            raise Reject(f"{key_name} {key[:60]!r} is not acceptable", "bad_topic")
+        known = self._known.get((profile.name, key))
+        if known is not None:
+            return known
+        in_flight = batches.get((profile.name, key))
+        if in_flight is not None:
+            return in_flight.known  # announced by another rule of this same message
+        renamed = self._find(install, variables)
+        if renamed is not None:
+            # The same hardware under a new name on the wire (a renamed Tasmota topic).
+            self._rekey(renamed, key)
+            return renamed
+        if not rule.announce or not (install.discover or key in install.entries):
+            if install.discover:
+                raise Reject(
+                    f"message from unknown {profile.name} device {key!r} (not announced yet)",
+                    "unknown_device",
+                )
+            return None  # not listed and discovery is off: not ours to speak for
+        known = Known(install, key, "", dict(variables), install.entries.get(key))
+        known.vars[key_name] = key
+        return known
+
+    def _find(self, install: Install, variables: Mapping[str, Any]) -> Known | None:
+        """A known device whose identity (e.g. MAC) the variables name."""
+        profile = install.profile
+        for identity in profile.device.match_by:
+            template = profile.device.identities[identity]
+            wanted = _render_or_none(template, variables)
+            if wanted is None:
+                continue
+            for known in self._by_id.values():
+                if (
+                    known.install is install
+                    and (_render_or_none(template, known.vars) or "").lower() == wanted.lower()
+                ):
+                    return known
+        return None
+
+    def _availability(self, rule: Availability, known: Known, data: Any) -> bool:
+        value = data if not rule.path.segments else rule.path.get(data)
+        if value is MISSING:
+            raise Reject(f"no availability value at {rule.path.source!r}", "wrong_type")
+        words: list[Any] = []
+        for expected, meaning in ((rule.online, True), (rule.offline, False)):
+            if isinstance(expected, bool):
+                if value is expected or text_of(value).lower() == text_of(expected):
+                    return meaning
+                words.append(text_of(expected))
+                continue
+            try:
+                word = self._render(known, expected, {})
+            except TemplateError as exc:
+                raise Reject(f"cannot tell availability: {exc}", "wrong_type") from None
+            words.append(word)
+            if isinstance(value, str) and value.strip().casefold() == word.casefold():
+                return meaning
+        raise Reject(
+            f"availability must be {words[0]!r} or {words[1]!r}, got {text_of(value)[:40]!r}",
+            "wrong_type",
+        )
+
+    def _collect(self, batch: _DeviceBatch, fmap: FieldMap, value: Any, bindings: Bindings) -> None:
+        if fmap.each is not None and isinstance(value, list):
+            for index, item in enumerate(value):
+                self._collect_one(
+                    batch, fmap, fmap.each, item, {**bindings, "item": index + 1, "index": index}
+                )
+        else:
+            self._collect_one(batch, fmap, fmap.entity, value, bindings)
+
+    def _collect_one(
+        self,
+        batch: _DeviceBatch,
+        fmap: FieldMap,
+        key_template: Template,
+        value: Any,
+        bindings: Bindings,
+    ) -> None:
+        try:
+            value = apply_all(fmap.transforms, value)
+        except TransformError as exc:
+            raise Reject(f"{fmap.path.source or 'payload'}: {exc}", "wrong_type") from None
+        if value is SKIP or value is None:
+            return
+        if isinstance(value, dict | list):
+            raise Reject(
+                f"{fmap.path.source or 'payload'}: expected a value, got "
+                f"{'an object' if isinstance(value, dict) else 'a list'}",
+                "wrong_type",
+            )
+        try:
+            key = sanitise_id(self._render(batch.known, key_template, bindings))
+        except TemplateError as exc:
+            raise Reject(f"{fmap.where}: {exc}", "wrong_type") from None
+        if not key:
+            raise Reject(f"{fmap.where}: empty entity key", "wrong_type")
+        pending = batch.entities.get(key)
+        if pending is None:
+            pending = batch.entities[key] = _Pending(fmap, bindings)
+        elif pending.fmap.kind in fmap.upgrades:
+            pending.fmap, pending.bindings = fmap, {**pending.bindings, **bindings}
+        if fmap.attribute is None:
+            pending.value = value
+        else:
+            pending.attributes[fmap.attribute] = value
+
+    # ----- applying ------------------------------------------------------------------------------
+
+    def _commit(self, topic: str, batches: dict[tuple[str, str], _DeviceBatch]) -> None:
+        context = self.context
+        plans: list[tuple[_DeviceBatch, list[Entity], bool, list[tuple[str, Any, Any]]]] = []
+        # 1. Check everything the message says before changing anything.
+        for batch in batches.values():
+            known = batch.known
+            if batch.new:
+                known.vars.update(batch.var_updates)
+                known.device_id = self._allocate_id(known.install, known.vars, known.entry)
+            entities = self._entities_of(known)
+            by_key = {e.key: e for e in entities}
+            changed = batch.new or bool(batch.var_updates)
+            reports: list[tuple[str, Any, Any]] = []
+            for key, pending in batch.entities.items():
+                entity = by_key.get(key)
+                fmap = pending.fmap
+                if entity is None or (
+                    entity.kind is not fmap.kind and entity.kind in fmap.upgrades
+                ):
+                    if pending.value is MISSING and entity is None:
+                        continue  # attributes alone cannot create an entity (no state yet)
+                    fresh = self._make_entity(known, key, fmap, pending.bindings)
+                    if entity is not None:
+                        # An upgrade (a Tasmota relay turns out to be a dimmer) keeps what
+                        # people see and the variables its commands need.
+                        fresh.name = entity.name
+                        old_vars = entity.options.get("vars")
+                        if isinstance(old_vars, dict):
+                            fresh.options["vars"] = {**old_vars, **fresh.options["vars"]}
+                    entity = fresh
+                    by_key[key] = entity
+                    changed = True
+                value = None if pending.value is MISSING else pending.value
+                if value is None and context.state(entity.id) is None:
+                    continue
+                try:
+                    context.validate_state(entity, value, pending.attributes or None)
+                except InvalidValue as exc:
+                    raise Reject(f"{known.device_id}.{key}: {exc}", "wrong_type") from None
+                reports.append((entity.id, value, pending.attributes or None))
+            plans.append((batch, list(by_key.values()), changed, reports))
+        # 2. Apply: devices and entities first, then states, then availability.
+        all_reports: list[tuple[str, Any, Any]] = []
+        for batch, entities, changed, reports in plans:
+            known = batch.known
+            known.vars.update(batch.var_updates)
+            if batch.new:
+                self._remember(known)
+            if changed:
+                self._register(known, entities)
+                if batch.new:
+                    self._subscribe_device(known)
+                elif batch.var_updates:
+                    self._resubscribe_if_needed(known, batch.var_updates)
+            all_reports.extend(reports)
+        if all_reports:
+            try:
+                context.report_states(all_reports)
+            except (InvalidValue, KeyError) as exc:  # pragma: no cover - checked above
+                raise Reject(str(exc), "wrong_type") from None
+        for batch, _entities, _changed, _reports in plans:
+            known = batch.known
+            device = context.devices.get(known.device_id)
+            was_available = bool(device and device.available)
+            available = batch.available
+            if available is None and known.install.profile.device.available_on_message:
+                available = True
+            if available is None:
+                continue
+            if available != was_available:
+                context.set_available(known.device_id, available)
+                if available:
+                    self._on_online(known)
+
+    def _on_online(self, known: Known) -> None:
+        try:
+            self._send_all(known, known.install.profile.on_online, {}, None)
+        except CommandError as exc:
+            self.context.logger.warning("%s: on_online messages not sent: %s", known.device_id, exc)
+
+    def _make_entity(self, known: Known, key: str, fmap: FieldMap, bindings: Bindings) -> Entity:
+        override = known.entry.entities.get(key) if known.entry is not None else None
+        device_name = self._device_name(known)
+        name = _first(fmap.name, lambda t: self._render(known, t, bindings))
+        unit = _first(fmap.unit, lambda t: self._render(known, t, bindings))
+        saved_vars = {
+            k: v
+            for k, v in bindings.items()
+            if k != known.install.profile.device.key
+            and k not in known.install.profile.device_vars
+            and isinstance(v, str | int)
+        }
+        options: dict[str, Any] = {"vars": saved_vars}
+        if fmap.commands is not None:
+            options["commands"] = fmap.commands
+        return Entity(
+            id=f"{known.device_id}.{key}",
+            device_id=known.device_id,
+            key=key,
+            kind=fmap.kind,
+            name=(override.name if override and override.name else None)
+            or (f"{device_name} {name}" if name else f"{device_name} {key.replace('_', ' ')}"),
+            unit=(override.unit if override and override.unit else None) or unit,
+            device_class=(override.device_class if override and override.device_class else None)
+            or fmap.device_class,
+            options=options,
+        )
+
+    def _entities_of(self, known: Known) -> list[Entity]:
+        device = self.context.devices.get(known.device_id)
+        if device is None:
+            return []
+        entities = self.context.entities
+        return [entities[e] for e in device.entity_ids if e in entities]
+
+    def _register(self, known: Known, entities: list[Entity]) -> None:
+        install = known.install
+        profile = install.profile
+        spec = profile.device
+        entry = known.entry
+
+        def render(templates: tuple[Template, ...]) -> str | None:
+            return _first(templates, lambda t: self._render(known, t, {}))
+
+        identities: dict[str, str] = {}
+        for name, template in spec.identities.items():
+            value = _render_or_none(template, known.vars)
+            if value:
+                identities[name] = value
+        device = Device(
+            id=known.device_id,
+            name=self._device_name(known),
+            owner=self._owner,
+            area=entry.area if entry else None,
+            manufacturer=render(spec.manufacturer) or profile.manufacturer,
+            model=render(spec.model),
+            firmware=render(spec.firmware),
+            identities=identities,
+            native={"profile": profile.name, "key": known.key, "vars": dict(known.vars)},
+        )
+        self.context.register_device(device, entities)
+
+    def _device_name(self, known: Known) -> str:
+        entry = known.entry
+        if entry is not None and entry.name:
+            return entry.name
+        found = _first(known.install.profile.device.name, lambda t: self._render(known, t, {}))
+        return found or known.key
+
+    def _remember(self, known: Known) -> None:
+        self._known[(known.install.profile.name, known.key)] = known
+        self._by_id[known.device_id] = known
+
+    def _rekey(self, known: Known, key: str) -> None:
+        self._known.pop((known.install.profile.name, known.key), None)
+        known.key = key
+        known.vars[known.install.profile.device.key] = key
+        known.entry = known.install.entries.get(key, known.entry)
+        self._known[(known.install.profile.name, key)] = known
+
+    def _forget(self, known: Known) -> None:
+        for route in known.routes:
+            self._remove_route(route)
+        known.routes.clear()
+        self._known.pop((known.install.profile.name, known.key), None)
+        self._by_id.pop(known.device_id, None)
+        self.context.remove_device(known.device_id)
+
+    def _resubscribe_if_needed(self, known: Known, updates: Mapping[str, Any]) -> None:
+        # Variables that shape topics (a device's own FullTopic) may have changed.
+        topic_names = {
+            name for rule in known.install.profile.rules for name in rule.topic.names
+        } | set(known.install.profile.options)
+        if any(name in topic_names for name in updates):
+            self._subscribe_device(known)
+
+    def _allocate_id(
+        self, install: Install, variables: Mapping[str, Any], entry: DeviceEntry | None
+    ) -> str:
+        candidate = ""
+        if entry is not None and entry.id:
+            candidate = sanitise_id(entry.id)
+        if not candidate:
+            for template in install.profile.device.id:
+                rendered = _render_or_none(template, variables)
+                if rendered:
+                    candidate = sanitise_id(rendered)
+                    if candidate:
+                        break
+        if not candidate:
+            candidate = sanitise_id(f"{install.profile.name}-{variables.get('key', 'device')}")
+        # Another adapter (or profile) may already use the name: keep both, deterministically.
+        chosen, number = candidate, 1
+        while chosen in self._by_id or (
+            chosen in self.context.devices and self.context.devices[chosen].owner != self._owner
+        ):
+            number += 1
+            chosen = f"{candidate[:60]}-{number}"
+        return chosen
+
+    # ----- outbound ------------------------------------------------------------------------------
+
+    def send_command(
+        self,
+        device: Device,
+        entity: Entity,
+        action: str,
+        params: Mapping[str, Any],
+        command_id: str,
+    ) -> None:
+        """Publish the native message(s) the profile gives for ``action``."""
+        known = self._by_id.get(device.id)
+        if known is None:
+            raise CommandError(f"{device.id} is not a device of a loaded firmware profile")
+        profile = known.install.profile
+        set_name = entity.options.get("commands")
+        command_set: CommandSet | None = profile.commands.get(set_name) if set_name else None
+        if command_set is None:
+            raise CommandError(f"the {profile.name} profile gives {entity.id} no commands")
+        outs = command_set.actions.get(action)
+        if outs is None:
+            offer = ", ".join(command_set.actions) or "nothing"
+            raise CommandError(
+                f"the {profile.name} profile cannot {action} {entity.id} (it can: {offer})"
+            )
+        values: dict[str, Any] = dict(params)
+        for name, let in command_set.lets.items():
+            if let.source in params:
+                try:
+                    values[name] = apply_all(let.transforms, params[let.source])
+                except TransformError as exc:
+                    raise CommandError(f"parameter {let.source!r}: {exc}") from None
+        entity_vars = entity.options.get("vars")
+        extra = {**(entity_vars if isinstance(entity_vars, dict) else {}), **values}
+        self._send_all(known, outs, extra, command_id)
+
+    def _send_all(
+        self,
+        known: Known,
+        outs: tuple[Outgoing, ...],
+        values: Mapping[str, Any],
+        command_id: str | None,
+    ) -> None:
+        if not outs:
+            return
+        # Build every message before sending any: a command goes out whole or not at all.
+        messages: list[tuple[str, bytes, int, bool]] = []
+        sequence: list[int] = []
+        for out in outs:
+            if out.when is not None and out.when not in values:
+                continue
+            if out.unless is not None and out.unless in values:
+                continue
+            seq = next(self._seq)  # each request its own id, for responses to name it
+            sequence.append(seq)
+            literals = {**values, "seq": seq}
+            if command_id is not None:
+                literals["command_id"] = command_id
+            try:
+                topic = check_publish_topic(self._render(known, out.topic, literals, out.vars))
+                if out.has_json:
+                    body = orjson.dumps(self._render_json(known, out.json, literals, out.vars))
+                else:
+                    assert out.payload is not None  # checked at load
+                    body = self._render(known, out.payload, literals, out.vars).encode()
+            except TemplateError as exc:
+                raise CommandError(
+                    f"cannot build the {known.install.profile.name} message: {exc}"
+                ) from None
+            messages.append((topic, body, out.qos, out.retain))
+        for seq in sequence:
+            self._requests[seq] = (known.install.profile.name, known.key)
+        while len(self._requests) > _CORRELATION_WINDOW:
+            self._requests.popitem(last=False)
+        for topic, body, qos, retain in messages:
+            try:
+                self.context.publish_mqtt(topic, body, qos=qos, retain=retain)
+            except RuntimeError as exc:
+                raise CommandError(str(exc)) from exc
+
+    # ----- rendering -----------------------------------------------------------------------------
+
+    def _lookup(
+        self,
+        known: Known,
+        values: Mapping[str, Any],
+        rule_vars: Mapping[str, Template] | None = None,
+    ) -> Callable[[str], Any]:
+        install = known.install
+
+        def lookup(name: str) -> Any:
+            if rule_vars and name in rule_vars:
+                return self._render(known, rule_vars[name], values)
+            if name in values:
+                return values[name]
+            if name in known.vars:
+                value = known.vars[name]
+                if name in install.profile.options and isinstance(value, str):
+                    return self._render(known, install.expander.option_template(value), values)
+                return value
+            if name in install.expander.options:
+                return self._render(known, install.expander.options[name], values)
+            if name in install.literals:
+                return install.literals[name]
+            raise KeyError(name)
+
+        return lookup
+
+    def _render(
+        self,
+        known: Known,
+        template: Template,
+        values: Mapping[str, Any],
+        rule_vars: Mapping[str, Template] | None = None,
+    ) -> str:
+        install = known.install
+        expanded = install.expander.expand(
+            template,
+            rule_vars=rule_vars,
+            literals={**install.literals, **values},
+            device=known.vars,
+        )
+        return expanded.render(self._lookup(known, values))
+
+    def _render_json(
+        self,
+        known: Known,
+        value: Any,
+        values: Mapping[str, Any],
+        rule_vars: Mapping[str, Template],
+    ) -> Any:
+        if isinstance(value, Template):
+            slot = value.single()
+            if slot is not None and slot.name not in rule_vars:
+                try:
+                    found = self._lookup(known, values)(slot.name)
+                except KeyError:
+                    if slot.optional:
+                        return _DROP
+                    raise TemplateError(f"no value for {{{slot.name}}}") from None
+                return found
+            return self._render(known, value, values, rule_vars)
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                rendered = self._render_json(known, item, values, rule_vars)
+                if rendered is not _DROP:
+                    out[key] = rendered
+            return out
+        if isinstance(value, list):
+            items = (self._render_json(known, item, values, rule_vars) for item in value)
+            return [item for item in items if item is not _DROP]
+        return value
+
+
+class _Drop:
+    pass
+
+
+_DROP: Any = _Drop()
+
+
+def _first(templates: tuple[Template, ...], render: Callable[[Template], str]) -> str | None:
+    for template in templates:
+        try:
+            text = render(template)
+        except TemplateError:
+            continue
+        if text:
+            return text
+    return None
+
+
+def _render_or_none(template: Template, variables: Mapping[str, Any]) -> str | None:
+    try:
+        return template.render(variables.__getitem__)
+    except TemplateError:
+        return None
+
+
+def _conditions_hold(conditions: tuple[Condition, ...], data: Any, bindings: Bindings) -> bool:
+    found = _bind_conditions(conditions, data, bindings)
+    if found is None:
+        return False
+    bindings.update(found)
+    return True
+
+
+def _bind_conditions(
+    conditions: tuple[Condition, ...], node: Any, bindings: Bindings
+) -> Bindings | None:
+    if not conditions:
+        return bindings
+    bound = dict(bindings)
+    for condition in conditions:
+        value = condition.path.get(node)
+        if value is MISSING:
+            return None
+        if condition.pattern is None:
+            if value != condition.constant or isinstance(value, bool) != isinstance(
+                condition.constant, bool
+            ):
+                return None
+            continue
+        if not isinstance(value, str):
+            return None
+        match = condition.pattern.fullmatch(value)
+        if match is None:
+            return None
+        for name, raw in match.groupdict().items():
+            typed: Any = int(raw) if name in condition.ints else raw
+            if name in bound and bound[name] != typed:
+                return None
+            bound[name] = typed
+    return bound

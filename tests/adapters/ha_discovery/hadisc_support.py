@@ -1,0 +1,86 @@
+"""Helpers for the Home Assistant discovery suites: fixtures, a hub with the adapter, probes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mqttprobe import MqttProbe
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def fixture(name: str) -> dict[str, Any]:
+    """Load ``fixtures/<name>.json`` (real discovery payloads, each with its source)."""
+    data: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
+    return data
+
+
+def write_config(tmp_path: Path, mqtt_url: str, settings: str = "") -> Path:
+    """Write a hub.yaml enabling the ha_discovery adapter (private hub topics per test)."""
+    suffix = uuid.uuid4().hex[:8]
+    path = tmp_path / "hub.yaml"
+    path.write_text(
+        "hub:\n"
+        f"  base_topic: t{suffix}/hub\n"
+        f"  device_topic: t{suffix}/home\n"
+        "  command_timeout: 3s\n"
+        "mqtt:\n"
+        f"  url: {mqtt_url}\n"
+        f"  client_id: hub-test-{suffix}\n"
+        "database:\n"
+        f"  url: sqlite+aiosqlite:///{tmp_path / 'hub.db'}\n"
+        "  flush_interval: 0.2s\n"
+        "adapters:\n"
+        "  ha_discovery:\n"
+        f"    enabled: true\n{settings}"
+    )
+    return path
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 5.0, message: str = "") -> Any:
+    """Await until ``check()`` is truthy, letting the hub run meanwhile."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(message or f"condition not met within {timeout} s")
+        await asyncio.sleep(0.01)
+
+
+def encode(payload: Any) -> str | bytes:
+    """Fixture payloads: objects are sent as JSON, strings as they are."""
+    if isinstance(payload, dict | list):
+        return json.dumps(payload, ensure_ascii=False)
+    return payload  # type: ignore[no-any-return]
+
+
+async def publish(
+    probe: MqttProbe, topic: str, payload: Any, *, retain: bool = False, qos: int = 1
+) -> None:
+    """Publish from the test through the probe's own thread (it waits for the PUBACK)."""
+    await asyncio.to_thread(probe.publish, topic, encode(payload), qos, retain)
+
+
+async def publish_configs(probe: MqttProbe, configs: list[dict[str, Any]]) -> None:
+    """Publish discovery configs, retained, as firmwares do."""
+    for item in configs:
+        await publish(probe, item["config_topic"], item["config"], retain=True)
+
+
+async def wait_message(probe: MqttProbe, topic: str, timeout: float = 5.0) -> bytes:
+    """The next message on ``topic`` the probe has not returned yet."""
+    _topic, payload = await asyncio.to_thread(probe.wait_for, topic, None, timeout)
+    return payload
+
+
+def rejected(hub: Any, kind: str) -> int:
+    """How many messages the hub ignored for ``kind``."""
+    count: int = hub.stats.rejected_by_reason.get(kind, 0)
+    return count
