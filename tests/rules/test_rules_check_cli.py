@@ -36,7 +36,10 @@ RULES = """\
 def check(folder: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hub", "check", "--config", str(folder / "hub.yaml")],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
 
@@ -61,11 +64,15 @@ def test_a_syntax_error_in_a_rule_file_fails_the_check(tmp_path: Path) -> None:
     (tmp_path / "hub.yaml").write_text("hub: {name: Test}\n")
     (tmp_path / "rules").mkdir()
     bad = tmp_path / "rules" / "bad.yaml"
-    bad.write_text(textwrap.dedent("""\
+    bad.write_text(
+        textwrap.dedent("""\
         - id: r
           triggers: [{state: hall.motion, too: "on"}]
           actions: [{notify: hi}]
-    """))
+    """)
+    )
     result = check(tmp_path)
     assert result.returncode == 1
-    assert f"{bad}:2:35: rules[0].triggers[0]: unknown key 'too' (did you mean 'to'?)" in result.stdout
+    assert (
+        f"{bad}:2:35: rules[0].triggers[0]: unknown key 'too' (did you mean 'to'?)" in result.stdout
+    )
