@@ -18,6 +18,9 @@ the hub's side ``<hub base>/topology/zigbee`` (retained network map) and
 ``<hub base>/zigbee2mqtt/networkmap/response``. Publishing anything to
 ``<hub base>/zigbee2mqtt/networkmap/request`` asks for a network map.
 
+The adapter subscribes once to ``<base>/#`` and routes by topic; device messages that come
+before the first device list are kept (bounded) and replayed when it arrives.
+
 A device's id is its IEEE address (``0x00158d00018255df``), so a rename in Zigbee2MQTT changes
 its name and topics but never its identity, history or rules. The bridge is a device of its
 own (``<base>_bridge``), and every Zigbee device is ``via`` it.
@@ -63,6 +66,8 @@ OWNER = "zigbee2mqtt"
 MAX_STATE = 64 * 1024
 MAX_LIST = 16 * 1024 * 1024
 MAX_AVAILABILITY = 1024
+MAX_EARLY = 4096
+MAX_EARLY_BYTES = 8 * 1024 * 1024
 # Keys a Zigbee group's /set accepts the same way as each member's.
 _GROUPABLE = frozenset({"state", "brightness", "color_temp", "color", "transition", "position"})
 _GROUP_KINDS = frozenset({EntityKind.LIGHT, EntityKind.SWITCH, EntityKind.COVER})
@@ -167,7 +172,16 @@ class Zigbee2Mqtt(Plugin):
         self._devices: dict[str, _ZDevice] = {}
         self._by_state: dict[str, _ZDevice] = {}
         self._by_availability: dict[str, _ZDevice] = {}
-        self._subscriptions: dict[str, Any] = {}
+        # Device messages that came before the first device list (retained ones arrive in no
+        # particular order), replayed once the list says whose they are.
+        self._early: dict[str, bytes] = {}
+        self._early_bytes = 0
+        self._bridge_handlers = {
+            f"{self.base}/bridge/state": self._on_bridge_state,
+            f"{self.base}/bridge/info": self._on_bridge_info,
+            f"{self.base}/bridge/devices": self._on_bridge_devices,
+            f"{self.base}/bridge/groups": self._on_bridge_groups,
+        }
         self._groups: dict[int, _ZGroup] = {}
         self._group_undo: dict[str, Any] = {}
         self._raw_groups: list[tuple[int, str, list[tuple[str, int | str]]]] = []
@@ -180,21 +194,19 @@ class Zigbee2Mqtt(Plugin):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._networkmap: asyncio.Task[dict[str, int]] | None = None
         self._last_networkmap: tuple[float, dict[str, int]] | None = None
-        self.devices_seen = False
+        self.devices_seen = False  # the first device list has arrived
+        self._response_prefix = f"{self.base}/bridge/response/"
 
     # ----- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Register the dialect and the bridge device; subscribe to the bridge's topics."""
+        """Register the dialect and the bridge device; subscribe to the base topic."""
         ctx = self.context
         ctx.register_dialect(OWNER, self)
         self._register_bridge()
-        bridge = f"{self.base}/bridge"
-        ctx.subscribe_mqtt(f"{bridge}/state", self._on_bridge_state, qos=1)
-        ctx.subscribe_mqtt(f"{bridge}/info", self._on_bridge_info, qos=1)
-        ctx.subscribe_mqtt(f"{bridge}/devices", self._on_bridge_devices, qos=1)
-        ctx.subscribe_mqtt(f"{bridge}/groups", self._on_bridge_groups, qos=1)
-        ctx.subscribe_mqtt(f"{bridge}/response/#", self._on_response, qos=1)
+        # One subscription for the whole tree: a device's messages are never missed between
+        # the device list and a per-device SUBACK, and a rename needs no resubscription.
+        ctx.subscribe_mqtt(f"{self.base}/#", self._on_message, qos=1)
         ctx.subscribe_mqtt(self.trigger_topic, self._on_networkmap_trigger, qos=1)
 
     async def run(self) -> None:
@@ -259,7 +271,7 @@ class Zigbee2Mqtt(Plugin):
         )
         self.context.register_device(device, [])
 
-    def _on_bridge_state(self, topic: str, payload: bytes, received: float) -> None:
+    def _on_bridge_state(self, topic: str, payload: bytes) -> None:
         if not payload:
             return  # the retained state being cleared
         word = _online_word(payload) if len(payload) <= MAX_AVAILABILITY else None
@@ -277,7 +289,7 @@ class Zigbee2Mqtt(Plugin):
             # it resends commands that may have been lost meanwhile.
             self._sync_availability(z, force=self._bridge_online)
 
-    def _on_bridge_info(self, topic: str, payload: bytes, received: float) -> None:
+    def _on_bridge_info(self, topic: str, payload: bytes) -> None:
         data = self._load(topic, payload, MAX_LIST)
         if data is None:
             return
@@ -361,7 +373,7 @@ class Zigbee2Mqtt(Plugin):
             endpoint_names=endpoint_names,
         )
 
-    def _on_bridge_devices(self, topic: str, payload: bytes, received: float) -> None:
+    def _on_bridge_devices(self, topic: str, payload: bytes) -> None:
         data = self._load(topic, payload, MAX_LIST)
         if data is None:
             return
@@ -398,6 +410,9 @@ class Zigbee2Mqtt(Plugin):
             self._bridge_info = {**self._bridge_info, "coordinator": coordinator_info}
             self._register_bridge()
         self._apply_devices(parsed, complete=complete)
+        if not self.devices_seen:
+            self.devices_seen = True
+            self._replay_early()
 
     def _apply_devices(self, parsed: dict[str, _ZDevice], *, complete: bool) -> None:
         ctx = self.context
@@ -411,8 +426,7 @@ class Zigbee2Mqtt(Plugin):
                 parsed.setdefault(old.ieee, old)
             removed = []
         self._devices = parsed
-        self.devices_seen = True
-        self._update_subscriptions()
+        self._update_topics()
         for z in removed:
             ctx.remove_device(z.ieee)
         if complete:
@@ -451,21 +465,16 @@ class Zigbee2Mqtt(Plugin):
             },
         )
 
-    def _update_subscriptions(self) -> None:
-        by_state = {f"{self.base}/{z.friendly_name}": z for z in self._devices.values()}
-        by_availability = {
+    def _update_topics(self) -> None:
+        self._by_state = {f"{self.base}/{z.friendly_name}": z for z in self._devices.values()}
+        self._by_availability = {
             f"{self.base}/{z.friendly_name}/availability": z for z in self._devices.values()
         }
-        wanted = {**dict.fromkeys(by_state, 0), **dict.fromkeys(by_availability, 1)}
-        # Unsubscribe first: a rename may hand a topic from one device to another.
-        for topic in [t for t in self._subscriptions if t not in wanted]:
-            self._subscriptions.pop(topic)()
-        self._by_state, self._by_availability = by_state, by_availability
-        for topic, qos in wanted.items():
-            if topic not in self._subscriptions:
-                self._subscriptions[topic] = self.context.subscribe_mqtt(
-                    topic, self._on_device_message, qos=qos
-                )
+
+    def _replay_early(self) -> None:
+        early, self._early, self._early_bytes = self._early, {}, 0
+        for topic, payload in early.items():
+            self._on_device_message(topic, payload)
 
     def _sync_availability(self, z: _ZDevice, *, force: bool = False) -> None:
         available = self._bridge_online and z.own_available is not False
@@ -473,14 +482,40 @@ class Zigbee2Mqtt(Plugin):
             z.reported = available
             self.context.set_available(z.ieee, available)
 
-    def _on_device_message(self, topic: str, payload: bytes, received: float) -> None:
+    def _on_message(self, topic: str, payload: bytes, received: float) -> None:
+        """Everything under the base topic: the bridge's topics, then devices by name."""
+        handler = self._bridge_handlers.get(topic)
+        if handler is not None:
+            handler(topic, payload)
+        elif topic.startswith(self._response_prefix):
+            self._on_response(topic, payload)
+        elif not self._on_device_message(topic, payload) and not self.devices_seen:
+            self._keep_early(topic, payload)
+        # Anything else is not a device's: group states, /set and /get (ours too), logging.
+
+    def _keep_early(self, topic: str, payload: bytes) -> None:
+        if topic.startswith(f"{self.base}/bridge/") or topic.endswith(("/set", "/get")):
+            return
+        size = len(payload)
+        if (
+            size > MAX_STATE
+            or len(self._early) >= MAX_EARLY
+            or self._early_bytes + size > MAX_EARLY_BYTES
+        ):
+            return  # bounded: whatever does not fit comes again with the device's next report
+        self._early_bytes += size - len(self._early.get(topic, b""))
+        self._early[topic] = payload
+
+    def _on_device_message(self, topic: str, payload: bytes) -> bool:
         z = self._by_state.get(topic)
         if z is not None:
             self._on_state(z, topic, payload)
-            return
+            return True
         z = self._by_availability.get(topic)
         if z is not None:
             self._on_availability(z, topic, payload)
+            return True
+        return False
 
     def _on_availability(self, z: _ZDevice, topic: str, payload: bytes) -> None:
         if not payload:
@@ -520,7 +555,7 @@ class Zigbee2Mqtt(Plugin):
 
     # ----- groups ------------------------------------------------------------------------------
 
-    def _on_bridge_groups(self, topic: str, payload: bytes, received: float) -> None:
+    def _on_bridge_groups(self, topic: str, payload: bytes) -> None:
         data = self._load(topic, payload, MAX_LIST)
         if data is None:
             return
@@ -698,8 +733,8 @@ class Zigbee2Mqtt(Plugin):
         wait = self.settings.request_timeout if timeout is None else timeout
         return await self.requests.request(name, payload, timeout=wait)
 
-    def _on_response(self, topic: str, payload: bytes, received: float) -> None:
-        name = topic[len(self.base) + len("/bridge/response/") :]
+    def _on_response(self, topic: str, payload: bytes) -> None:
+        name = topic[len(self._response_prefix) :]
         data = self._load(topic, payload, MAX_LIST)
         if data is None:
             return

@@ -641,3 +641,21 @@ async def test_identity_survives_a_hub_restart_and_departures_meanwhile_are_remo
         )
     finally:
         await asyncio.to_thread(bridge.clear_retained)
+
+
+async def test_device_messages_before_the_device_list_are_kept_until_it_comes(
+    z2m: Z2mSetup,
+) -> None:
+    # Retained topics come back in no particular order: states may precede bridge/devices.
+    await asyncio.to_thread(z2m.bridge.publish, "bridge/state", "online", retain=True)
+    await publish_state(z2m, "bulb", {"state": "ON", "brightness": 215, "color_temp": 325})
+    await asyncio.to_thread(z2m.bridge.publish, "kitchen/plug/availability", {"state": "offline"})
+    await asyncio.sleep(0.2)
+    assert BULB not in z2m.hub.registry.devices
+    await asyncio.to_thread(
+        z2m.bridge.publish, "bridge/devices", fixture("bridge_devices.json"), retain=True
+    )
+    await eventually(lambda: value(z2m, f"{BULB}.light") == "on")
+    assert attrs(z2m, f"{BULB}.light") == {"brightness": 215, "color_temp": 325}
+    assert not z2m.hub.registry.devices[PLUG].available
+    assert z2m.hub.registry.devices[BULB].available

@@ -1,4 +1,4 @@
-"""Zigbee2MQTT exposes → entities, the raw network map parser, settings, and register_group.
+"""Exposes → entities, the raw network map, settings, the map schedule, register_group.
 
 Exposes are the docs' own (https://www.zigbee2mqtt.io/guide/usage/exposes.html and the device
 pages named in fixtures/README.md).
@@ -6,13 +6,18 @@ pages named in fixtures/README.md).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from z2mtest import fixture, write_config
+from z2mtest import eventually, fixture, write_config
 
+from adapters.zigbee2mqtt import Zigbee2Mqtt
 from adapters.zigbee2mqtt.exposes import (
     EntityMap,
     entity_maps,
@@ -278,3 +283,53 @@ def test_register_group_owns_replaces_and_undoes(tmp_path: Path) -> None:
     mine.close()  # the plug-in stops: its groups go, hub.yaml's stay
     assert "z_group_1" not in groups
     assert "kitchen" in groups
+
+
+class _RecordingContext:
+    """Just enough of a PluginContext for the adapter's schedule (no hub, no broker)."""
+
+    base_topic = "hub"
+    name = "zigbee2mqtt"
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+        self.logger = logging.getLogger("test.zigbee2mqtt")
+
+    def publish_mqtt(
+        self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False
+    ) -> None:
+        self.published.append((topic, payload))
+
+    def register_device(self, device: Any, entities: Any) -> bool:
+        return True
+
+
+async def test_a_configured_schedule_requests_raw_maps_and_publishes_them() -> None:
+    context = _RecordingContext()
+    # Below the 5 min floor only to keep the test short (the model would refuse it).
+    settings = Settings.model_construct(
+        base_topic="zigbee2mqtt",
+        networkmap_interval=0.05,
+        request_timeout=1.0,
+        networkmap_timeout=1.0,
+    )
+    adapter = Zigbee2Mqtt(context, settings)  # type: ignore[arg-type]
+    task = asyncio.create_task(adapter.run())
+    try:
+        for round_ in (1, 2):  # forced on schedule: the 60 s reuse is for on-demand requests
+            await eventually(lambda: len(adapter.requests.pending) == 1, 3, "no scheduled map")
+            topic, payload = context.published[-1]
+            assert topic == "zigbee2mqtt/bridge/request/networkmap"
+            body = json.loads(payload)
+            assert (body["type"], body["routes"]) == ("raw", False)
+            response = fixture("networkmap_raw_response.json")
+            response["transaction"] = body["transaction"]
+            adapter._on_response(
+                "zigbee2mqtt/bridge/response/networkmap", json.dumps(response).encode()
+            )
+            await eventually(lambda: context.published[-1][0] == "hub/topology/zigbee")
+            assert len([t for t, _ in context.published if t.endswith("networkmap")]) == round_
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
