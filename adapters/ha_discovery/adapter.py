@@ -39,6 +39,7 @@ from adapters.ha_discovery.components import (
     build_component,
     interpret,
     parse_device,
+    publish_topics,
     sanitize_id,
 )
 from adapters.ha_discovery.template import UNDEFINED, TemplateError, to_text
@@ -260,11 +261,18 @@ class HaDiscovery(Plugin):
             return
         try:
             components, skipped = self._parse(levels, raw)
+            for component in components:
+                self._check_publish_topics(component)
         except ConfigError as exc:
-            self.context.reject(topic, str(exc), kind=exc.kind)
+            if exc.kind == "unsupported_component":
+                # A valid config of a platform this adapter does not map (Zigbee2MQTT's
+                # device_automation, update ...): not an error, so not a rejection.
+                self.context.logger.info("ignoring %s: %s", topic, exc)
+            else:
+                self.context.reject(topic, str(exc), kind=exc.kind)
             return
         for reason in skipped:
-            self.context.reject(topic, reason, kind="unsupported_component")
+            self.context.logger.info("ignoring part of %s: %s", topic, reason)
         new_ids = {c.discovery_id for c in components}
         added = sum(1 for i in new_ids if i not in self._components)
         removed = sum(1 for i in (record.ids if record else ()) if i not in new_ids)
@@ -276,6 +284,24 @@ class HaDiscovery(Plugin):
             )
             return
         self._apply(topic, payload, components)
+
+    def _check_publish_topics(self, component: Component) -> None:
+        # A config must not turn a hub command into a message on the hub's own topics (a
+        # "switch" whose payload is a hub command to unlock the door) nor overwrite other
+        # devices' discovery configs or the birth topic.
+        base = self.context.base_topic
+        prefix = self.settings.prefix
+        birth = self.settings.birth_topic or f"{prefix}/status"
+        for topic in publish_topics(component):
+            if (
+                topic in (base, birth)
+                or topic.startswith(f"{base}/")
+                or (topic.startswith(f"{prefix}/") and topic.endswith("/config"))
+            ):
+                raise ConfigError(
+                    f"{component.platform}: may not send commands to {topic[:80]!r}",
+                    kind="bad_topic",
+                )
 
     def _parse(self, levels: list[str], raw: dict[str, Any]) -> tuple[list[Component], list[str]]:
         """Return the components a config describes, and why any of them were skipped."""
@@ -425,12 +451,10 @@ class HaDiscovery(Plugin):
         device_name = info.name or next((c.name for c in components if c.name), None) or device_id
         keys = _entity_keys(components)
         entities: list[Entity] = []
+        previous = {self._entity_ids.get(c.discovery_id) for c in components}
         for component in components:
             key = keys[component.discovery_id]
             entity_id = f"{device_id}.{key}"
-            old_id = self._entity_ids.get(component.discovery_id)
-            if old_id is not None and old_id != entity_id:
-                self._forget_entity(old_id)
             self._entity_ids[component.discovery_id] = entity_id
             self._by_entity[entity_id] = component
             entities.append(
@@ -466,6 +490,10 @@ class HaDiscovery(Plugin):
         )
         if existing is not None:
             device.area = existing.area  # an area given in the hub is not the device's to change
+        # Keys renamed by a new collision: the old entity ids are gone with their states.
+        for old_id in previous - {e.id for e in entities}:
+            if old_id is not None:
+                self._forget_entity(old_id)
         self.context.register_device(device, entities)
 
     # ----- topics ----------------------------------------------------------------------------
@@ -685,7 +713,11 @@ class HaDiscovery(Plugin):
             raise CommandError(f"{entity.id} has not been discovered since the hub started")
         current = self.context.state(entity.id)
         messages, optimistic = build_command(
-            component, action, params, current.value if current else None
+            component,
+            action,
+            params,
+            current.value if current else None,
+            current.attributes if current else None,
         )
         for message in messages:
             try:

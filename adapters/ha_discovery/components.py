@@ -25,7 +25,6 @@ Mapping to the hub's entity kinds (Home Assistant defaults apply to every missin
 
 from __future__ import annotations
 
-import codecs
 import math
 import re
 from collections.abc import Mapping
@@ -303,6 +302,24 @@ class _Options:
         return list(value)
 
 
+#: Options naming topics the adapter publishes commands to.
+PUBLISH_TOPICS: Final = (
+    "command_topic",
+    "brightness_command_topic",
+    "color_temp_command_topic",
+    "set_position_topic",
+    "mode_command_topic",
+    "temperature_command_topic",
+    "power_command_topic",
+)
+
+
+def publish_topics(component: Component) -> list[str]:
+    """The topics a component's commands are published to."""
+    topics = (component.options.get(key) for key in PUBLISH_TOPICS)
+    return [topic for topic in topics if isinstance(topic, str)]
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -437,9 +454,11 @@ def build_component(
         raise options.error(f"'qos' must be 0, 1 or 2, got {_short(qos)}")
     encoding = options.text("encoding", "utf-8") or "utf-8"
     try:
-        codecs.lookup(encoding)
+        # A text encoding both ways (codecs.lookup alone also accepts "rot13" and "zlib").
+        b"".decode(encoding)
+        "".encode(encoding)
     except LookupError:
-        raise options.error(f"unknown encoding {encoding!r}") from None
+        raise options.error(f"unknown text encoding {encoding!r}") from None
     availability, mode = parse_availability(data)
     unique_id = data.get("unique_id")
     if unique_id is not None and not isinstance(unique_id, str | int):
@@ -499,6 +518,9 @@ def _build_sensor(component: Component, options: _Options, bindings: list[Bindin
         component.kind = EntityKind.ENERGY_METER
         component.scale = ENERGY_UNITS[unit.strip()]
         component.options["source_unit"] = unit
+        if component.device_class in (None, "power"):
+            # Tasmota's legacy discovery calls its kWh counters "power".
+            component.device_class = "energy"
         unit = "kWh"
     elif unit is not None and unit.strip() in POWER_UNITS:
         component.scale = POWER_UNITS[unit.strip()]
@@ -983,12 +1005,17 @@ def _format_number(value: float) -> int | float:
 
 
 def build_command(
-    component: Component, action: str, params: Mapping[str, Any], current: Any
+    component: Component,
+    action: str,
+    params: Mapping[str, Any],
+    current: Any,
+    current_attributes: Mapping[str, Any] | None = None,
 ) -> tuple[list[Publish], Update | None]:
     """Return the messages that carry out ``action``, and the state an optimistic device takes.
 
-    ``current`` is the entity's current value (for toggle). Raises CommandError for what the
-    component cannot do.
+    ``current`` is the entity's current value (for toggle) and ``current_attributes`` its
+    attributes (a light turned on by its brightness keeps it). Raises CommandError for what
+    the component cannot do.
     """
     platform = component.platform
     opts = component.options
@@ -1002,7 +1029,7 @@ def build_command(
     if platform == "light" and action in ("turn_on", "turn_off"):
         if opts["schema"] == "json":
             return _json_light_command(component, action, params)
-        return _basic_light_command(component, action, params)
+        return _basic_light_command(component, action, params, current_attributes or {})
     if platform == "lock" and action in ("lock", "unlock"):
         payload = opts["payload_lock"] if action == "lock" else opts["payload_unlock"]
         if payload is None:
@@ -1022,7 +1049,7 @@ def build_command(
 
 
 def _basic_light_command(
-    component: Component, action: str, params: Mapping[str, Any]
+    component: Component, action: str, params: Mapping[str, Any], current: Mapping[str, Any]
 ) -> tuple[list[Publish], Update | None]:
     opts = component.options
     topic = _need(component, "command_topic", action)
@@ -1036,7 +1063,9 @@ def _basic_light_command(
         messages.append(Publish(topic, opts["payload_on"]))
     brightness = params.get("brightness")
     if brightness is None and on_type == "brightness":
-        brightness = 255  # this type turns the light on by sending a brightness
+        # This type turns the light on by sending a brightness: the last one, else full.
+        last = current.get("brightness")
+        brightness = last if isinstance(last, int | float) and last > 0 else 255
     if brightness is not None:
         raw = _brightness_out(component, float(brightness))
         bri_topic = _need(component, "brightness_command_topic", "set a brightness")

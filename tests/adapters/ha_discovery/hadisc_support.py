@@ -84,3 +84,42 @@ def rejected(hub: Any, kind: str) -> int:
     """How many messages the hub ignored for ``kind``."""
     count: int = hub.stats.rejected_by_reason.get(kind, 0)
     return count
+
+
+async def adapter_running(hub: Any) -> None:
+    """Wait until the ha_discovery plug-in has started (it starts in its own task)."""
+    await eventually(
+        lambda: any(
+            s.name == "ha_discovery" and s.state == "running" for s in hub.plugins.status.values()
+        ),
+        message="the ha_discovery adapter did not start",
+    )
+    # Its SUBSCRIBE packets were queued by start(); give the broker a moment to take them.
+    await asyncio.sleep(0.05)
+
+
+async def settle() -> None:
+    """Let freshly queued SUBSCRIBEs for newly discovered state topics reach the broker."""
+    await asyncio.sleep(0.1)
+
+
+def state(hub: Any, entity_id: str) -> Any:
+    """The entity's current value (None when it has no state)."""
+    current = hub.registry.states.get(entity_id)
+    return None if current is None else current.value
+
+
+def attrs(hub: Any, entity_id: str) -> dict[str, Any]:
+    """The entity's current attributes."""
+    current = hub.registry.states.get(entity_id)
+    return {} if current is None else dict(current.attributes)
+
+
+def issue(hub: Any, target: str, action: str, params: dict[str, Any] | None = None) -> Any:
+    """Issue a hub command as the CLI would; return the future of its single result."""
+    from hub.commands import Command
+    from hub.model import Context, Origin
+
+    command = Command(target, action, Context(Origin.CLI, "test"), params or {})
+    (future,) = hub.commands.issue(command)
+    return future
