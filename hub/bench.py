@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,7 +55,6 @@ HOME_SEED = 7
 DEFAULT_RULES = 100
 MEASURED_PAIRS = 5
 RULE_EVENTS_PER_S = 50.0
-RULE_KINDS = ("threshold", "held", "motion_light", "conditions", "state_change")
 _WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -422,10 +422,10 @@ class BenchHome:
             self.probe.on_command(device_id, command, received)
         with self.lock:
             reply = device.apply_command(command)
-        if reply and self.probe is not None:
-            # Rules command many lights at once: a state a command changed must not be matched
-            # to the device's last heartbeat (the hub's mirror publishes changes only, so that
-            # heartbeat may be long past), or a command's round trip would count as ingest.
+        if reply:
+            # A state a command changed must not be matched to the device's last heartbeat
+            # (the hub's mirror publishes changes only, so that heartbeat may be long past),
+            # or a command's round trip would count as ingest latency.
             for key in reply:
                 self.last_pub.pop((device_id, key), None)
         if reply:
@@ -764,25 +764,25 @@ class Bench:
         self.progress(f"broker: {broker.describe()}")
         home = BenchHome(broker.port, protocol, self.devices)
         config = self.workdir / "hub.yaml"
-        text = (
-            f"hub:\n  base_topic: {_BASE}\n  device_topic: {_PREFIX}\n"
-            f"mqtt:\n  url: {broker.url}\n  client_id: hub-bench-{uuid.uuid4().hex[:6]}\n"
-            f"database:\n  url: sqlite+aiosqlite:///{self.workdir / 'bench.db'}\n"
-            "logging:\n  level: warning\n"
-        )
-        if self.rules is not None:
-            self.plan = self._write_rules(home, self.rules)
-            home.attach_probe(RuleProbe(home, self.plan, RULE_EVENTS_PER_S))
-            text += f"rules:\n  paths: [rules]\n  history: {str(self.history).lower()}\n"
-            self.progress(
-                f"rules: {self.plan.count} ("
-                + ", ".join(f"{n} {kind}" for kind, n in self.plan.kinds.items() if n)
-                + f"), history {'on' if self.history else 'off'}"
-            )
-        config.write_text(text)
         hub = HubProcess(config, self.workdir / "hub.log")
-        observer = Observer(broker.port, protocol, home, rules=self.plan is not None)
+        observer = Observer(broker.port, protocol, home, rules=self.rules is not None)
         try:
+            text = (
+                f"hub:\n  base_topic: {_BASE}\n  device_topic: {_PREFIX}\n"
+                f"mqtt:\n  url: {broker.url}\n  client_id: hub-bench-{uuid.uuid4().hex[:6]}\n"
+                f"database:\n  url: sqlite+aiosqlite:///{self.workdir / 'bench.db'}\n"
+                "logging:\n  level: warning\n"
+            )
+            if self.rules is not None:
+                self.plan = self._write_rules(home, self.rules)
+                home.attach_probe(RuleProbe(home, self.plan, RULE_EVENTS_PER_S))
+                text += f"rules:\n  paths: [rules]\n  history: {str(self.history).lower()}\n"
+                self.progress(
+                    f"rules: {self.plan.count} ("
+                    + ", ".join(f"{n} {kind}" for kind, n in self.plan.kinds.items() if n)
+                    + f"), history {'on' if self.history else 'off'}"
+                )
+            config.write_text(text)
             observer.connect()
             # First run: devices announce themselves and land in the database.
             hub.start()
@@ -818,6 +818,7 @@ class Bench:
                 fut.result(timeout=15)
             loop.call_soon_threadsafe(loop.stop)
             loop_thread.join(timeout=5)
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def step(
         self,

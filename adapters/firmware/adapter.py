@@ -7,6 +7,7 @@ variables, so identities survive restarts. Entities appear as the device first r
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections import OrderedDict
@@ -30,7 +31,7 @@ from adapters.firmware.profile import (
     profile_name,
     resolve_ref,
 )
-from adapters.firmware.settings import DeviceEntry, FirmwareSettings, ProfileSettings, entry_of
+from adapters.firmware.settings import DeviceEntry, FirmwareSettings, ProfileSettings, device_vars
 from adapters.firmware.templates import (
     Expander,
     Template,
@@ -69,6 +70,7 @@ class Reject(Exception):
         self.kind = kind
 
 
+@functools.lru_cache(maxsize=4096)
 def sanitise_id(text: str) -> str:
     """Turn a firmware name into a hub id: lower case, [a-z0-9_-], at most 64 characters."""
     cleaned = _ID_CHARS.sub("_", text.lower()).strip("_-")
@@ -84,7 +86,7 @@ def _hostile(value: str) -> bool:
 # ----- runtime records ---------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class Install:
     """A profile as this installation uses it: options, listed devices, discovery switch."""
 
@@ -94,9 +96,10 @@ class Install:
     discover: bool
     entries: dict[str, DeviceEntry]
     literals: dict[str, Any]
+    topic_names: set[str] = field(default_factory=set)  # variables that shape its topics
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class Known:
     """A device the adapter speaks to."""
 
@@ -108,7 +111,7 @@ class Known:
     routes: list[Route] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, eq=False, slots=True)
 class Route:
     """A rule subscribed under a filter, for every device (``known`` None) or one device."""
 
@@ -134,6 +137,7 @@ class _DeviceBatch:
 
     known: Known
     new: bool = False
+    rekey: str | None = None  # the device's new name on the wire (renamed, same hardware)
     var_updates: dict[str, Any] = field(default_factory=dict)
     available: bool | None = None
     entities: dict[str, _Pending] = field(default_factory=dict)
@@ -206,14 +210,14 @@ class FirmwareProfiles(Plugin):
             entries: dict[str, DeviceEntry] = {}
             key_name = profile.device.key
             allowed = profile.device_vars | frozenset(profile.var_patterns)
-            for index, item in enumerate(settings.devices):
-                entry = entry_of(item, key_name)
+            for index, entry in enumerate(settings.devices):
                 where = f"{profile.name}.devices[{index}]"
-                key = entry.vars.get(key_name)
+                given = device_vars(entry, key_name)
+                key = given.get(key_name)
                 if key is None:
                     problems.append(f"{where}: needs {key_name!r} (the device's name on the wire)")
                     continue
-                unknown = set(entry.vars) - allowed
+                unknown = set(given) - allowed
                 if unknown:
                     problems.append(
                         f"{where}: unknown key(s) {', '.join(sorted(unknown))}; use id, name, "
@@ -265,13 +269,13 @@ class FirmwareProfiles(Plugin):
     def _ensure_listed(self, install: Install, key: str, entry: DeviceEntry) -> None:
         known = self._known.get((install.profile.name, key))
         if known is None:
-            variables: dict[str, Any] = {**entry.vars, install.profile.device.key: key}
+            variables: dict[str, Any] = device_vars(entry, install.profile.device.key)
             known = Known(install, key, "", variables, entry)
             known.device_id = self._allocate_id(install, known.vars, entry)
             self._remember(known)
         else:
             known.entry = entry
-            known.vars.update(entry.vars)
+            known.vars.update(device_vars(entry, install.profile.device.key))
         self._register(known, self._entities_of(known))
 
     # ----- subscriptions -------------------------------------------------------------------------
@@ -284,6 +288,7 @@ class FirmwareProfiles(Plugin):
                     rule.topic, rule_vars=rule.vars, literals=install.literals
                 )
                 pattern = compile_topic(expanded, install.profile.var_patterns)
+                install.topic_names |= expanded.names | set(install.profile.options)
             except TemplateError as exc:
                 raise FirmwareConfigError(
                     f"{install.profile.name}: {rule.name}: cannot build the topic: {exc}"
@@ -473,14 +478,19 @@ class FirmwareProfiles(Plugin):
                 raise Reject(f"the payload has no {key_path.source!r}", "bad_config")
 
         known = route.known
+        rekey = None
         if known is None:
             known = self._identify(route, variables, data, batches)
             if known is None:
                 return
-        ident = (profile.name, known.key)
+            key = variables.get(profile.device.key)
+            if key is not None and known.key != key and known.device_id:
+                rekey = text_of(key)
+        ident = (profile.name, rekey or known.key)
         batch = batches.get(ident)
         if batch is None:
             batch = batches[ident] = _DeviceBatch(known, new=known.device_id == "")
+            batch.rekey = rekey
         # Variables the device told us about (its name, MAC, FullTopic...), applied only if
         # the whole message is accepted.
         for name, value in variables.items():
@@ -531,6 +541,7 @@ class FirmwareProfiles(Plugin):
         pattern = profile.var_patterns.get(key_name)
         if _hostile(key) or (pattern is not None and not re.fullmatch(pattern, key)):
             raise Reject(f"{key_name} {key[:60]!r} is not acceptable", "bad_topic")
+        variables[key_name] = key  # a key is text, whatever the payload said
         known = self._known.get((profile.name, key))
         if known is not None:
             return known
@@ -539,9 +550,7 @@ class FirmwareProfiles(Plugin):
             return in_flight.known  # announced by another rule of this same message
         renamed = self._find(install, variables)
         if renamed is not None:
-            # The same hardware under a new name on the wire (a renamed Tasmota topic).
-            self._rekey(renamed, key)
-            return renamed
+            return renamed  # the same hardware under a new name on the wire (renamed topic)
         if not rule.announce or not (install.discover or key in install.entries):
             if install.discover:
                 raise Reject(
@@ -622,7 +631,12 @@ class FirmwareProfiles(Plugin):
                 "wrong_type",
             )
         try:
-            key = sanitise_id(self._render(batch.known, key_template, bindings))
+            try:
+                # The hot path: keys are made of the message's own variables.
+                text = key_template.render(bindings.__getitem__)
+            except TemplateError:
+                text = self._render(batch.known, key_template, bindings)
+            key = sanitise_id(text)
         except TemplateError as exc:
             raise Reject(f"{fmap.where}: {exc}", "wrong_type") from None
         if not key:
@@ -684,6 +698,8 @@ class FirmwareProfiles(Plugin):
         all_reports: list[tuple[str, Any, Any]] = []
         for batch, entities, changed, reports in plans:
             known = batch.known
+            if batch.rekey is not None:
+                self._rekey(known, batch.rekey)
             known.vars.update(batch.var_updates)
             if batch.new:
                 self._remember(known)
@@ -704,14 +720,15 @@ class FirmwareProfiles(Plugin):
             device = context.devices.get(known.device_id)
             was_available = bool(device and device.available)
             available = batch.available
-            if available is None and known.install.profile.device.available_on_message:
-                available = True
-            if available is None:
-                continue
-            if available != was_available:
+            if available is not None:
+                # Every explicit "online" counts, not only a change: a device that says it
+                # again has reconnected, and the hub re-sends what it may have missed.
                 context.set_available(known.device_id, available)
-                if available:
-                    self._on_online(known)
+            elif known.install.profile.device.available_on_message and not was_available:
+                available = True
+                context.set_available(known.device_id, True)
+            if available and not was_available:
+                self._on_online(known)
 
     def _on_online(self, known: Known) -> None:
         try:
@@ -808,11 +825,8 @@ class FirmwareProfiles(Plugin):
         self.context.remove_device(known.device_id)
 
     def _resubscribe_if_needed(self, known: Known, updates: Mapping[str, Any]) -> None:
-        # Variables that shape topics (a device's own FullTopic) may have changed.
-        topic_names = {
-            name for rule in known.install.profile.rules for name in rule.topic.names
-        } | set(known.install.profile.options)
-        if any(name in topic_names for name in updates):
+        # Variables that shape topics (its name, a device's own FullTopic) may have changed.
+        if any(name in known.install.topic_names for name in updates):
             self._subscribe_device(known)
 
     def _allocate_id(
@@ -958,8 +972,9 @@ class FirmwareProfiles(Plugin):
         expanded = install.expander.expand(
             template,
             rule_vars=rule_vars,
-            literals={**install.literals, **values},
+            values=values,
             device=known.vars,
+            literals=install.literals,
         )
         return expanded.render(self._lookup(known, values))
 

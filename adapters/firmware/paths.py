@@ -12,8 +12,8 @@ A path is dotted keys (``ENERGY.Power``, ``params.switch:{channel}.output``):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.firmware.templates import Slot, Template
@@ -51,11 +51,11 @@ class JsonPath:
 
     source: str
     segments: tuple[Segment, ...]
+    #: True when the path has no patterns or stars (one value at most).
+    literal: bool = field(init=False)
 
-    @property
-    def literal(self) -> bool:
-        """True when the path has no patterns or stars (one value at most)."""
-        return all(isinstance(s, _Key) for s in self.segments)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "literal", all(isinstance(s, _Key) for s in self.segments))
 
     def __add__(self, other: JsonPath) -> JsonPath:
         source = ".".join(s for s in (self.source, other.source) if s)
@@ -71,9 +71,36 @@ class JsonPath:
                 return MISSING
         return node
 
-    def find(self, data: Any, bindings: Mapping[str, Any]) -> Iterator[tuple[Any, Bindings]]:
-        """Yield every value the path reaches, with the variables it bound."""
-        yield from _find(data, self.segments, 0, dict(bindings))
+    def find(self, data: Any, bindings: Bindings) -> list[tuple[Any, Bindings]]:
+        """Every value the path reaches, with the variables it bound.
+
+        ``bindings`` is passed on as is where nothing is bound (the hot path: most paths are
+        literal); callers never change the dicts they are given.
+        """
+        if self.literal:
+            value = self.get(data)
+            return [] if value is MISSING else [(value, bindings)]
+        frontier: list[tuple[Any, Bindings]] = [(data, bindings)]
+        for segment in self.segments:
+            reached: list[tuple[Any, Bindings]] = []
+            for node, bound in frontier:
+                if isinstance(segment, _Key):
+                    child = _step(node, segment)
+                    if child is not MISSING:
+                        reached.append((child, bound))
+                elif isinstance(segment, _Star):
+                    items = node if isinstance(node, list) else []
+                    if isinstance(node, dict):
+                        items = list(node.values())
+                    reached.extend(
+                        (child, {**bound, "index": index}) for index, child in enumerate(items)
+                    )
+                elif isinstance(node, dict):
+                    reached.extend(_matching_keys(node, segment, bound))
+            if not reached:
+                return []
+            frontier = reached
+        return frontier
 
 
 class _Missing:
@@ -92,42 +119,22 @@ def _step(node: Any, segment: _Key) -> Any:
     return MISSING
 
 
-def _find(
-    node: Any, segments: tuple[Segment, ...], at: int, bindings: Bindings
-) -> Iterator[tuple[Any, Bindings]]:
-    if at == len(segments):
-        yield node, bindings
-        return
-    segment = segments[at]
-    if isinstance(segment, _Key):
-        child = _step(node, segment)
-        if child is not MISSING:
-            yield from _find(child, segments, at + 1, bindings)
-    elif isinstance(segment, _Star):
-        items = (
-            node
-            if isinstance(node, list)
-            else list(node.values())
-            if isinstance(node, dict)
-            else []
-        )
-        for index, child in enumerate(items):
-            yield from _find(child, segments, at + 1, {**bindings, "index": index})
-    elif isinstance(node, dict):
-        for key, child in node.items():
-            found = segment.regex.fullmatch(key) if isinstance(key, str) else None
-            if found is None:
-                continue
-            bound = dict(bindings)
-            conflict = False
-            for name, value in found.groupdict().items():
-                typed: Any = int(value) if name in segment.ints else value
-                if name in bound and bound[name] != typed:
-                    conflict = True  # e.g. switch:{channel} under a topic that named another
-                    break
-                bound[name] = typed
-            if not conflict:
-                yield from _find(child, segments, at + 1, bound)
+def _matching_keys(
+    node: dict[str, Any], segment: _Pattern, bindings: Bindings
+) -> list[tuple[Any, Bindings]]:
+    found: list[tuple[Any, Bindings]] = []
+    for key, child in node.items():
+        match = segment.regex.fullmatch(key) if isinstance(key, str) else None
+        if match is None:
+            continue
+        bound = dict(bindings)
+        for name, value in match.groupdict().items():
+            typed: Any = int(value) if name in segment.ints else value
+            if bound.setdefault(name, typed) != typed:
+                break  # e.g. switch:{channel} under a topic that named another channel
+        else:
+            found.append((child, bound))
+    return found
 
 
 def parse_path(text: str, patterns: Mapping[str, str], ints: frozenset[str]) -> JsonPath:

@@ -60,7 +60,7 @@ class ProfileError(Exception):
     """One or more problems in profile files; ``issues`` lists them all at their lines."""
 
     def __init__(self, issues: Iterable[ConfigIssue]) -> None:
-        self.issues = list(issues)
+        self.issues = sorted(issues, key=lambda i: (i.file, i.line, i.col))
         super().__init__("\n".join(str(i) for i in self.issues))
 
 
@@ -433,11 +433,13 @@ class _Compiler:
         self.ints: frozenset[str] = frozenset()
 
     def issue(self, path: tuple[str | int, ...], message: str) -> None:
+        """Record a problem at ``path`` (the value's position)."""
         self.issues.append(self.source.issue(path, message, at_value=True))
 
     # --- helpers ---
 
     def template(self, text: str, path: tuple[str | int, ...], known: frozenset[str]) -> Template:
+        """Parse a template, checking that every placeholder is known."""
         try:
             template = Template.parse(text)
         except TemplateError as exc:
@@ -450,6 +452,7 @@ class _Compiler:
     def templates(
         self, value: TemplateList | None, path: tuple[str | int, ...], known: frozenset[str]
     ) -> tuple[Template, ...]:
+        """Parse a template or a list of alternatives."""
         if value is None:
             return ()
         items = [value] if isinstance(value, str) else value
@@ -459,6 +462,7 @@ class _Compiler:
         )
 
     def path(self, text: str, path: tuple[str | int, ...]) -> JsonPath:
+        """Compile a JSON path."""
         try:
             return parse_path(text, self.patterns, self.ints)
         except PathError as exc:
@@ -466,6 +470,7 @@ class _Compiler:
             return JsonPath("", ())
 
     def transforms(self, items: list[Any], path: tuple[str | int, ...]) -> tuple[Transform, ...]:
+        """Compile a list of transforms."""
         out: list[Transform] = []
         for index, item in enumerate(items):
             try:
@@ -477,6 +482,7 @@ class _Compiler:
     def conditions(
         self, when: Mapping[str, Scalar], path: tuple[str | int, ...]
     ) -> tuple[Condition, ...]:
+        """Compile ``when:`` conditions (constants, or patterns that bind)."""
         out: list[Condition] = []
         for key, expected in when.items():
             where = (*path, key)
@@ -508,6 +514,7 @@ class _Compiler:
     # --- sections ---
 
     def compile(self) -> Profile:
+        """Compile the whole profile."""
         spec = self.spec
         for name, var in spec.vars.items():
             where = ("vars", name)
@@ -519,6 +526,7 @@ class _Compiler:
                 regex = re.compile(var.pattern)
             except re.error as exc:
                 self.issue((*where, "pattern"), f"invalid regular expression: {exc}")
+                self.patterns[name] = DEFAULT_VAR_PATTERN  # declared all the same: no cascade
                 continue
             if regex.groups:
                 self.issue(
@@ -582,15 +590,6 @@ class _Compiler:
         commands = {
             name: self.command_set(name, cs, base_known) for name, cs in spec.commands.items()
         }
-        for rule in rules:
-            for group in rule.decode:
-                for fmap in group.maps:
-                    if fmap.commands is not None and fmap.commands not in commands:
-                        self.issue(
-                            ("messages", rule.index),
-                            f"{fmap.where}: unknown command set {fmap.commands!r}"
-                            f"{_hint(fmap.commands, commands)}",
-                        )
         on_online = tuple(
             self.outgoing(out, ("on_online", i), base_known | {"seq"})
             for i, out in enumerate(spec.on_online)
@@ -612,6 +611,7 @@ class _Compiler:
         )
 
     def device(self, spec: DeviceSpec, known: frozenset[str]) -> DeviceDef:
+        """Compile the device section."""
         where = ("device",)
         if spec.key not in self.patterns:
             self.issue((*where, "key"), f"the key variable {spec.key!r} must be declared in vars")
@@ -647,6 +647,7 @@ class _Compiler:
         known: frozenset[str],
         decoders: Mapping[str, tuple[DecodeGroup, ...]],
     ) -> tuple[DecodeGroup, ...]:
+        """Compile a ``decode:`` list (mappings and ``use:`` of decoders)."""
         groups: list[DecodeGroup] = []
         for index, item in enumerate(items):
             path = (*where, index)
@@ -678,6 +679,7 @@ class _Compiler:
     def field_map(
         self, spec: MappingSpec, where: tuple[str | int, ...], known: frozenset[str]
     ) -> FieldMap | None:
+        """Compile one mapping."""
         kind = _KINDS.get(spec.kind)
         if kind is None:
             self.issue(
@@ -686,6 +688,12 @@ class _Compiler:
                 f"use one of {', '.join(_KINDS)}",
             )
             return None
+        if spec.commands is not None and spec.commands not in self.spec.commands:
+            self.issue(
+                (*where, "commands"),
+                f"unknown command set {spec.commands!r}{_hint(spec.commands, self.spec.commands)}"
+                f"; the profile has: {', '.join(self.spec.commands) or 'none'}",
+            )
         upgrades: set[EntityKind] = set()
         for i, name in enumerate(spec.upgrades):
             if name not in _KINDS:
@@ -719,6 +727,7 @@ class _Compiler:
         known: frozenset[str],
         decoders: Mapping[str, tuple[DecodeGroup, ...]],
     ) -> Rule:
+        """Compile one message rule."""
         where: tuple[str | int, ...] = ("messages", index)
         rule_vars = {
             name: self.template(text, (*where, "vars", name), known)
@@ -726,7 +735,11 @@ class _Compiler:
         }
         topic_known = known | frozenset(rule_vars)
         topic = self.template(spec.topic, (*where, "topic"), topic_known)
-        topic_names = self.check_topic(topic, rule_vars, (*where, "topic"))
+        topic_names = (
+            self.check_topic(topic, rule_vars, (*where, "topic"))
+            if topic.names <= topic_known
+            else None  # unknown placeholders are reported already
+        )
         bind_known = known | frozenset(spec.bind)
         device_vars = tuple(
             (name, self.path(p, (*where, "device", name))) for name, p in spec.device.items()
@@ -816,6 +829,7 @@ class _Compiler:
         return expanded.names
 
     def command_set(self, name: str, spec: CommandSetSpec, known: frozenset[str]) -> CommandSet:
+        """Compile one command set."""
         where: tuple[str | int, ...] = ("commands", name)
         lets: dict[str, Let] = {}
         for let_name, let in spec.let.items():
@@ -840,6 +854,7 @@ class _Compiler:
     def outgoing(
         self, spec: OutSpec, where: tuple[str | int, ...], known: frozenset[str]
     ) -> Outgoing:
+        """Compile one outbound message."""
         rule_vars = {
             name: self.template(text, (*where, "vars", name), known)
             for name, text in spec.vars.items()
@@ -869,6 +884,7 @@ class _Compiler:
         )
 
     def json_template(self, value: Any, where: tuple[str | int, ...], known: frozenset[str]) -> Any:
+        """Compile a JSON payload template: text leaves become templates."""
         if isinstance(value, str):
             return self.template(value, where, known)
         if isinstance(value, dict):

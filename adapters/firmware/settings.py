@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters.firmware.profile import BUNDLED, profile_name
 
@@ -35,14 +35,17 @@ class EntityOverride(BaseModel):
 
 
 class DeviceEntry(BaseModel):
-    """A device listed in settings: the profile's variables (its key at least), plus extras.
+    """A device listed in settings: its name on the wire, plus what the firmware does not say.
 
-    Other keys are the profile's device variables, e.g. ``topic: plug_kitchen`` for Tasmota.
+    The name on the wire is ``key:`` or the profile's own variable (``topic: plug_kitchen``
+    for Tasmota); a bare string in the list is that name. Other keys are the profile's
+    device variables.
     """
 
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, str] = Field(init=False)
 
+    key: str | None = Field(default=None, min_length=1)
     id: str | None = Field(default=None, min_length=1, max_length=64)
     name: str | None = None
     area: str | None = None
@@ -64,8 +67,16 @@ class ProfileSettings(BaseModel):
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, Scalar] = Field(init=False)
 
-    devices: list[str | DeviceEntry] = Field(default_factory=list)
+    devices: list[DeviceEntry] = Field(default_factory=list)
     discover: bool | None = None
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _bare_names(cls, value: Any) -> Any:
+        # A bare string is the device's name on the wire: one error path, not two union ones.
+        if isinstance(value, list):
+            return [{"key": item} if isinstance(item, str) else item for item in value]
+        return value
 
     @property
     def options(self) -> dict[str, Scalar]:
@@ -110,9 +121,9 @@ class FirmwareSettings(BaseModel):
         return found if found is not None else ProfileSettings()
 
 
-def entry_of(item: str | DeviceEntry, key: str) -> DeviceEntry:
-    """A settings device as an entry (a bare string is the profile's key variable)."""
-    if isinstance(item, DeviceEntry):
-        return item
-    data: dict[str, Any] = {key: item}
-    return DeviceEntry.model_validate(data)
+def device_vars(entry: DeviceEntry, key_name: str) -> dict[str, str]:
+    """The device variables an entry gives, its name on the wire under ``key_name``."""
+    found = entry.vars
+    if entry.key is not None:
+        found[key_name] = entry.key
+    return found

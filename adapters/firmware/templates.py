@@ -176,18 +176,27 @@ class Expander:
         template: Template,
         *,
         rule_vars: Mapping[str, Template] | None = None,
-        literals: Mapping[str, Any] | None = None,
+        values: Mapping[str, Any] | None = None,
         device: Mapping[str, Any] | None = None,
+        literals: Mapping[str, Any] | None = None,
     ) -> Template:
-        """Return ``template`` with everything known substituted; raise TemplateError on loops."""
-        return self._expand(template, rule_vars or {}, literals or {}, device or {}, 0)
+        """Return ``template`` with everything known substituted; raise TemplateError on loops.
+
+        Names are looked up in this order: the rule's own variables (templates), ``values``
+        (a message's or command's own), the device's variables, the options, ``literals``
+        (built-ins such as ``base_topic``).
+        """
+        return self._expand(
+            template, rule_vars or {}, values or {}, device or {}, literals or {}, 0
+        )
 
     def _expand(
         self,
         template: Template,
         rule_vars: Mapping[str, Template],
-        literals: Mapping[str, Any],
+        values: Mapping[str, Any],
         device: Mapping[str, Any],
+        literals: Mapping[str, Any],
         depth: int,
     ) -> Template:
         if depth > self.MAX_DEPTH:
@@ -201,6 +210,9 @@ class Expander:
             sub: Template | None = None
             if name in rule_vars:
                 sub = rule_vars[name]
+            elif name in values:
+                parts.append(text_of(values[name]))
+                continue
             elif name in device:
                 value = device[name]
                 if name in self.options and isinstance(value, str):
@@ -216,7 +228,9 @@ class Expander:
             if sub is None:
                 parts.append(part)
             else:
-                parts.extend(self._expand(sub, rule_vars, literals, device, depth + 1).parts)
+                parts.extend(
+                    self._expand(sub, rule_vars, values, device, literals, depth + 1).parts
+                )
         return Template(_merge(parts))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Final
 
 from adapters.firmware.templates import text_of
@@ -77,9 +78,14 @@ def _offset(amount: float) -> Transform:
 
 
 def _round(digits: int) -> Transform:
+    quantum = Decimal(1).scaleb(-digits)
+
     def apply(value: Any) -> Any:
         number = _numeric(value, "round")
-        return round(number) if digits == 0 else round(number, digits)
+        # Half away from zero, on the decimal the number stands for: Dimmer 50 x 2.55 is
+        # 127.49999999999999 in binary but 127.5 to everyone, and rounds to 128.
+        exact = Decimal(repr(round(float(number), 9))).quantize(quantum, ROUND_HALF_UP)
+        return int(exact) if digits == 0 else float(exact)
 
     return apply
 

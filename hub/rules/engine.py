@@ -496,6 +496,8 @@ class RuleEngine:
         self.started_at = 0.0
         self.running = False
         # Observers for rule tests and replays: (kind, payload) for commands and notifications.
+        # Off in a running hub, where nothing would ever read or clear them.
+        self.record_effects = False
         self.effects: list[tuple[str, dict[str, Any]]] = []
         self.on_effect: Callable[[str, dict[str, Any]], None] | None = None
         self.traces_finished: list[dict[str, Any]] = []
@@ -947,7 +949,8 @@ class RuleEngine:
         )
 
     def _effect(self, kind: str, payload: dict[str, Any]) -> None:
-        self.effects.append((kind, payload))
+        if self.record_effects:
+            self.effects.append((kind, payload))
         if self.on_effect is not None:
             self.on_effect(kind, payload)
 

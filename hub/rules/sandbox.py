@@ -322,6 +322,7 @@ async def run_rule_test(
     for entity_id, body in test.states.items():
         set_state(hub, entity_id, body)
     engine = RuleEngine(hub, clock, location=location)
+    engine.record_effects = True
     engine.load(RuleSet({rule.id: rule}))
     try:
         await engine.start()

@@ -50,6 +50,7 @@ class Harness:
         self.clock = SimulatedClock(moment.timestamp(), tz=tz)
         self.engine = RuleEngine(self.hub, self.clock, store=store, location=location)
         self.engine.keep_traces_in_memory = True
+        self.engine.record_effects = True
         self.engine.load(ruleset)
 
     @classmethod
