@@ -65,6 +65,8 @@ _LOGGER = logging.getLogger(__name__)
 Sink = Callable[[dict[str, Any], Context | None], None]
 # Durable timers whose due time passed while the hub was down by more than this are "missed".
 _MISSED_AFTER = 1.0
+# At shutdown, how long runs that are mid-step (not in a delay or wait) may take to finish.
+_STOP_GRACE_S = 1.0
 
 
 class CommandSink(Protocol):
@@ -560,6 +562,16 @@ class RuleEngine:
         for compiled in self.rules.values():
             self._disarm_rule(compiled)
             compiled.queue.clear()
+        # Runs that are only finishing a step (not sleeping in a delay or wait) get a moment
+        # to end normally; the others are suspended and resume after the restart.
+        busy = [
+            run.task
+            for c in self.rules.values()
+            for run in c.runs
+            if run.task and not run.task.done() and not run.parked
+        ]
+        if busy:
+            await asyncio.wait(busy, timeout=_STOP_GRACE_S)
         tasks = [run.task for c in self.rules.values() for run in c.runs if run.task]
         for c in self.rules.values():
             for run in c.runs:
@@ -1049,7 +1061,11 @@ class RuleEngine:
                 timer_id, run.rule.id, "delay", due, self._run_snapshot(run, path, "delay")
             )
             run.durable_ids.add(timer_id)
-        await self.clock.sleep_until(due)
+        run.parked = True
+        try:
+            await self.clock.sleep_until(due)
+        finally:
+            run.parked = False
         if self.store is not None:
             run.durable_ids.discard(timer_id)
             self.forget_timer(timer_id)
@@ -1102,9 +1118,11 @@ class RuleEngine:
         handle = None
         if deadline is not None:
             handle = self.clock.call_at(deadline, lambda: resolve(None))
+        run.parked = True
         try:
             data = await done
         finally:
+            run.parked = False
             if handle is not None:
                 handle.cancel()
             for watch in watches:

@@ -129,6 +129,8 @@ class RuleRun:
     durable_ids: set[str] = field(default_factory=set)
     # When resuming a wait after a restart: the original deadline (None: no timeout).
     resume_deadline: float | None = None
+    # True while the run sleeps in a delay or a wait (shutdown does not wait for it).
+    parked: bool = False
 
     def __post_init__(self) -> None:
         self.started = self.started or self.engine.clock.time()
