@@ -592,3 +592,41 @@ async def test_dispatch_is_compiled_an_event_reaches_only_rules_that_name_it(
     assert [w.owner for w in h.engine.state_index["sensor7.temperature"]] == ["r7"]
     await h.set("sensor7.temperature", 20.5)
     assert h.notifications == ["r7"]
+
+
+class _SilentDevices:
+    """A dialect whose devices take commands and never report back."""
+
+    def send_command(self, *args: Any) -> None:
+        pass
+
+
+async def test_command_nobody_confirms_times_out_and_the_reason_is_traced(tmp_path: Path) -> None:
+    h = Harness.from_yaml(
+        tmp_path,
+        """
+        - id: r
+          triggers: [{command: go}]
+          actions:
+            - command: deaf.light
+              action: turn_on
+            - notify: never
+        - id: other
+          triggers: [{command: go}]
+          actions: [{notify: other rules keep running}]
+        """,
+    )
+    h.given_states({"deaf.light": "off"})
+    h.hub.registry.devices["deaf"].owner = "silent"
+    h.hub.commands.register_dialect("silent", _SilentDevices())
+    h.hub.commands.timeout = 0.3  # the router's time-out runs on the real loop clock
+    await h.start()
+    await h.command("go")
+    for _ in range(100):
+        if h.traces("r"):
+            break
+        await asyncio.sleep(0.02)
+    trace = h.traces("r")[-1]
+    assert trace["outcome"] == "error"
+    assert "deaf.light did not report the expected state within" in trace["error"]
+    assert h.notifications == ["other rules keep running"]
