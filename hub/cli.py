@@ -191,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(devices)
     _add_json(devices)
+
+    from hub.scenes import add_parser as add_scene_parser  # `hub scene ...`
+
+    add_scene_parser(sub, _add_config, _add_json)
     return parser
 
 
@@ -532,6 +536,13 @@ def cmd_why(args: argparse.Namespace) -> int:
     return why(args)
 
 
+def cmd_scene(args: argparse.Namespace) -> int:
+    """``hub scene ...``."""
+    from hub.scenes import cmd_scene as scene_main
+
+    return scene_main(args)
+
+
 COMMANDS = {
     "run": cmd_run,
     "demo": cmd_demo,
@@ -541,6 +552,7 @@ COMMANDS = {
     "devices": cmd_devices,
     "rules": cmd_rules,
     "why": cmd_why,
+    "scene": cmd_scene,
 }
 
 

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from hub.mqtt import MqttLink
     from hub.plugins import PluginManager
     from hub.rules.service import RulesService
+    from hub.scenes import SceneService
     from hub.storage import Storage
     from hub.yamlsource import SourceDoc
 
@@ -92,6 +93,7 @@ class Hub:
         self.broker: EmbeddedBroker | None = None
         self.plugins: PluginManager | None = None
         self.rules: RulesService | None = None
+        self.scenes: SceneService | None = None  # scenes: started after MQTT, before rules
         self._runtime_file: Path | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._reject_log: dict[str, tuple[float, int]] = {}
@@ -351,6 +353,13 @@ class Hub:
         self.mirror.attach()
         self.mqtt.on_connect(self._on_reconnect)
         await self.mqtt.start()
+        # --- scenes (before rules: a rule's scene action needs them) ---
+        from hub.scenes import SceneService
+
+        self.scenes = SceneService(self)
+        self.scenes.load()
+        self.scenes.start()
+        # --- end scenes ---
         if start_rules:
             from hub.rules.service import RulesService
 
@@ -424,6 +433,8 @@ class Hub:
             await self.plugins.stop_all()
         if self.rules is not None:
             await self.rules.stop()
+        if self.scenes is not None:  # scenes
+            self.scenes.stop()
         self.commands.cancel_all("the hub is shutting down")
         if self.mqtt is not None:
             mirror = getattr(self, "mirror", None)

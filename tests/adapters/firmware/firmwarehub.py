@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from hubtest import eventually  # noqa: F401 - shared by every suite, re-exported here
 from mqttprobe import MqttProbe, Payload
 
 from hub.core import Hub
@@ -55,18 +56,6 @@ def write_config(tmp_path: Path, mqtt_url: str, firmware: str, *, name: str = "h
         f"{firmware}"
     )
     return path
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 5.0, message: str = "") -> Any:
-    """Await until ``check()`` is truthy (polling the loop, so the hub keeps running)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(message or f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)
 
 
 async def publish(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hubtest import eventually  # noqa: F401 - shared by every suite, re-exported here
 from mqttprobe import MqttProbe
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -40,18 +40,6 @@ def write_config(tmp_path: Path, mqtt_url: str, settings: str = "") -> Path:
         f"    enabled: true\n{settings}"
     )
     return path
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 5.0, message: str = "") -> Any:
-    """Await until ``check()`` is truthy, letting the hub run meanwhile."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(message or f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)
 
 
 def encode(payload: Any) -> str | bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -10,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hubtest import eventually  # noqa: F401 - shared by every suite, re-exported here
 from mqttprobe import MqttProbe
 
 from adapters.zigbee2mqtt import Zigbee2Mqtt
@@ -48,18 +48,6 @@ def write_config(tmp_path: Path, mqtt_url: str, adapter: str = "", *, enabled: b
         f"{section}"
     )
     return path
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 5.0, message: str = "") -> Any:
-    """Await until ``check()`` is truthy (polling the loop, so the hub keeps running)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(message or f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)
 
 
 class FakeBridge:
