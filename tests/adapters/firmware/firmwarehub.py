@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from hubtest import eventually  # noqa: F401 - shared by every suite, re-exported here
+from hubtest import eventually
 from mqttprobe import MqttProbe, Payload
 
 from hub.core import Hub

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from hubtest import eventually  # noqa: F401 - shared by every suite, re-exported here
+from hubtest import eventually
 from mqttprobe import MqttProbe
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
