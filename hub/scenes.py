@@ -97,7 +97,8 @@ def _check_target(
     doc: SourceDoc, path: tuple[str | int, ...], raw: Any, issues: list[ConfigIssue]
 ) -> dict[str, Any] | None:
     """Return one entity's target as a dict, or None after adding its issues."""
-    if isinstance(raw, str):
+    short = isinstance(raw, str)  # `cover: closed`: point at the value, there is no key
+    if short:
         raw = {"state": raw}
     if not isinstance(raw, dict):
         issues.append(
@@ -115,7 +116,7 @@ def _check_target(
     ok = True
     target: dict[str, Any] = {}
     for key, value in raw.items():
-        where = (*path, key)
+        where = path if short else (*path, key)
         if key not in TARGET_KEYS:
             hint = suggest(key, TARGET_KEYS)
             issues.append(doc.issue(where, f"unknown key {key!r}{hint}"))

@@ -9,13 +9,14 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from hubtest import eventually
 from mqttprobe import MqttProbe
 
+from hub.commands import Command
 from hub.config import load_config
 from hub.core import Hub
 from hub.model import Context, Origin
@@ -71,15 +72,6 @@ def hub_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (result := check()):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.02)
-    return result
-
-
 @pytest.fixture
 async def home(tmp_path: Path, mqtt_url: str) -> AsyncIterator[tuple[Hub, Path]]:
     suffix = uuid.uuid4().hex[:8]
@@ -99,7 +91,7 @@ async def home(tmp_path: Path, mqtt_url: str) -> AsyncIterator[tuple[Hub, Path]]
     sim = Simulator(mqtt_url, build_home(36, seed=1), rate=0, prefix=f"t{suffix}/home")
     await asyncio.to_thread(sim.start)
     try:
-        await eventually(lambda: all(e in hub.registry.states for e in ENTITIES))
+        await eventually(lambda: all(e in hub.registry.states for e in ENTITIES), 10)
         yield hub, config
     finally:
         await asyncio.to_thread(sim.stop)
@@ -146,8 +138,6 @@ async def test_active_after_apply_until_an_entity_changes_and_revert_restores(
     ids = ("living_room_light.light", "kitchen_light.light", "living_room_tv_plug.switch")
     # Start from a known state that differs from the scene.
     for entity_id, action in zip(ids, ("turn_off", "turn_on", "turn_on"), strict=True):
-        from hub.commands import Command
-
         [done] = await hub.commands.execute(Command(entity_id, action, Context(Origin.CLI, "t")))
         assert done.ok, done
     before = {e: hub.registry.states[e] for e in (*ids, "living_room_thermostat.thermostat")}
@@ -161,8 +151,6 @@ async def test_active_after_apply_until_an_entity_changes_and_revert_restores(
         await asyncio.to_thread(
             probe.wait_for, state_topic, lambda p: json.loads(p) == {"active": True}
         )
-        from hub.commands import Command
-
         [done] = await hub.commands.execute(
             Command("kitchen_light.light", "turn_on", Context(Origin.CLI, "t"))
         )
@@ -216,30 +204,28 @@ async def test_apply_and_revert_over_mqtt_and_from_the_cli(
     scenes = hub.scenes
     assert scenes is not None
     light = "living_room_light.light"
-    [done] = await hub.commands.execute(
-        __import__("hub.commands").commands.Command(light, "turn_off", Context(Origin.CLI, "t"))
-    )
+    [done] = await hub.commands.execute(Command(light, "turn_off", Context(Origin.CLI, "t")))
     assert done.ok
     with MqttProbe(mqtt_url) as probe:
         await asyncio.to_thread(probe.publish, f"{hub.base_topic}/scenes/movie/apply", "", 1)
-    await eventually(lambda: hub.registry.states[light].attributes.get("brightness") == 40)
-    await eventually(lambda: hub.registry.states[light].value == "on")
+    await eventually(lambda: hub.registry.states[light].attributes.get("brightness") == 40, 10)
+    await eventually(lambda: hub.registry.states[light].value == "on", 10)
     chain = _chain(hub, light)
     assert ("scene", "movie") in chain
     assert chain[-1][0] == "mqtt"
 
     revert = await asyncio.to_thread(hub_cli, "scene", "revert", "movie", "--config", str(config))
     assert revert.returncode == 0, revert.stderr
-    await eventually(lambda: hub.registry.states[light].value == "off")
+    await eventually(lambda: hub.registry.states[light].value == "off", 10)
 
     apply = await asyncio.to_thread(hub_cli, "scene", "apply", "cosy", "--config", str(config))
     assert apply.returncode == 0, apply.stderr
-    await eventually(lambda: scenes.is_active("cosy"))
+    await eventually(lambda: scenes.is_active("cosy"), 10)
 
     rejected = hub.stats.rejected_by_reason.get("unknown_scene", 0)
     with MqttProbe(mqtt_url) as probe:
         await asyncio.to_thread(probe.publish, f"{hub.base_topic}/scenes/nope/apply", "x", 1)
-    await eventually(lambda: hub.stats.rejected_by_reason.get("unknown_scene", 0) > rejected)
+    await eventually(lambda: hub.stats.rejected_by_reason.get("unknown_scene", 0) > rejected, 10)
 
     listed = await asyncio.to_thread(hub_cli, "scene", "list", "--json", "--config", str(config))
     assert listed.returncode == 0, listed.stderr
@@ -277,9 +263,10 @@ async def test_a_rule_applies_a_scene(home: tuple[Hub, Path], mqtt_url: str) -> 
         lambda: (
             hub.registry.states[light].attributes.get("brightness") == 40
             and hub.registry.states["living_room_tv_plug.switch"].value == "on"
-        )
+        ),
+        10,
     )
-    await eventually(lambda: ("rule", "motion_movie") in _chain(hub, light))
+    await eventually(lambda: ("rule", "motion_movie") in _chain(hub, light), 10)
     chain = _chain(hub, light)
     assert chain.index(("scene", "movie")) < chain.index(("rule", "motion_movie"))
 
@@ -313,9 +300,9 @@ def test_bad_scene_files_give_every_issue_at_its_line(tmp_path: Path) -> None:
     expected = [
         f"{bad}:2:3: [0].transiton: unknown key 'transiton' (did you mean 'transition'?)",
         f"{bad}:4:5: [0].entities.living_room_light: invalid entity id",
-        f"{bad}:5:55: [0].entities['kitchen_light.light'].brightness: brightness must be",
-        f"{bad}:6:31: [0].entities['living_room_blinds.cover']: expected a state",
-        f"{bad}:7:38: [0].entities['hall_light.light'].brigthness: unknown key 'brigthness'",
+        f"{bad}:5:52: [0].entities['kitchen_light.light'].brightness: brightness must be",
+        f"{bad}:6:31: [0].entities['living_room_blinds.cover']: unknown state 'ajar'",
+        f"{bad}:7:37: [0].entities['hall_light.light'].brigthness: unknown key 'brigthness'",
         f"{bad}:8:7: [1].id: invalid scene id 'Bad Id'",
         f"{bad}:9:3: [1].entities: a scene needs 'entities'",
         f"{bad}:11:15: [2].transition:",
