@@ -312,7 +312,9 @@ async def test_broker_restart_mid_command_stream_loses_no_command(
         # Each command was confirmed by the device, or settled by a newer one to the same
         # light (last command wins); the newest one was confirmed itself.
         assert results[-1].superseded_by is None
-        assert all(r.superseded_by is None for r in results[:15])
+        # Commands well before the outage (at least 250 ms) were confirmed by the device
+        # itself; the last few before it may still have been in flight when the broker died.
+        assert all(r.superseded_by is None for r in results[:10])
         assert hub.registry.states["office_light.light"].attributes["brightness"] == 49
         # after the restart the broker had no retained state: the hub republished it
         with MqttProbe(url) as probe:
