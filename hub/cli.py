@@ -373,14 +373,19 @@ def _display_db(url: str) -> str:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """``hub check``."""
+    from dataclasses import replace
+
     from hub.config import load_config
     from hub.plugins import check_plugins
     from hub.rules.loader import check_rule_files
+    from hub.scenes import load_scenes
     from hub.yamlsource import ConfigError, SecretResolver
 
     try:
         loaded = load_config(args.config)
         issues = check_plugins(loaded.config, loaded.source)
+        scenes, scene_issues = load_scenes(loaded.path.parent / "scenes")
+        issues += scene_issues
         paths = loaded.config.rules.resolved_paths(loaded.path.parent)
         missing_ok = not loaded.config.rules.configured
         secrets = SecretResolver(loaded.secrets_path)
@@ -392,6 +397,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             from hub.rules.loader import load_rules
 
             known = asyncio.run(known_from(loaded.config, loaded.config.database.resolved_url))
+            known = replace(known, scenes=frozenset(scenes))  # rules may name only these
             ruleset = load_rules(paths, missing_ok=missing_ok, secrets=secrets)
             issues += check_ruleset(ruleset, known)
     except ConfigError as exc:

@@ -76,3 +76,20 @@ def test_a_syntax_error_in_a_rule_file_fails_the_check(tmp_path: Path) -> None:
     assert (
         f"{bad}:2:35: rules[0].triggers[0]: unknown key 'too' (did you mean 'to'?)" in result.stdout
     )
+
+
+def test_scene_files_are_checked_and_rules_may_name_only_known_scenes(tmp_path: Path) -> None:
+    (tmp_path / "hub.yaml").write_text("hub: {name: Test}\n")
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "scenes" / "living.yaml").write_text(
+        "- id: movie\n  entities:\n    den.light: {state: 'on', brightnes: 40}\n"
+    )
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(
+        "- id: r\n  triggers: [{command: film}]\n  actions: [{scene: movi}]\n"
+    )
+    result = check(tmp_path)
+    assert result.returncode == 1
+    assert f"{tmp_path / 'scenes' / 'living.yaml'}:3:" in result.stdout
+    assert "brightnes" in result.stdout
+    assert "unknown scene 'movi'" in result.stdout
