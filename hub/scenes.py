@@ -639,7 +639,7 @@ def cmd_scene(args: argparse.Namespace) -> int:
     if action in ("apply", "revert"):
         from hub.rules.cli import _control
 
-        return _control(args, f"scenes/{args.name}/{action}", b"{}")
+        return _control(args, f"scenes/{args.name}/{action}", b"{}", label="hub scene")
     if action == "list":
         return _cmd_list(args)
     if action == "capture":

@@ -339,7 +339,10 @@ def runtime_file(loaded: LoadedConfig) -> Path:
     return loaded.path.parent / RUNTIME_FILE
 
 
-def _control(args: argparse.Namespace, topic_leaf: str, payload: bytes) -> int:
+def _control(
+    args: argparse.Namespace, topic_leaf: str, payload: bytes, *, label: str = "hub rules"
+) -> int:
+    """Publish a control message to the running hub; ``label`` names the command in errors."""
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -356,7 +359,7 @@ def _control(args: argparse.Namespace, topic_leaf: str, payload: bytes) -> int:
             url = info["broker"]
         except (OSError, ValueError, KeyError):
             print(
-                f"hub rules: no running hub found (no mqtt.url and no {runtime_file(loaded)})",
+                f"{label}: no running hub found (no mqtt.url and no {runtime_file(loaded)})",
                 file=sys.stderr,
             )
             return EXIT_FAILED
@@ -371,7 +374,7 @@ def _control(args: argparse.Namespace, topic_leaf: str, payload: bytes) -> int:
         info.wait_for_publish(5)
     except OSError as exc:
         print(
-            f"hub rules: cannot reach the hub's broker at {address.display()}: {exc}",
+            f"{label}: cannot reach the hub's broker at {address.display()}: {exc}",
             file=sys.stderr,
         )
         return EXIT_FAILED
