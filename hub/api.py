@@ -35,8 +35,10 @@ from hub.yamlsource import ConfigIssue, SourceDoc, SourceError, load_yaml
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from hub.conversation import CommandLayer
     from hub.core import Hub
     from hub.mqtt import MessageHandler
+    from hub.notify import NotificationChannel
 
 __all__ = [
     "NUMERIC_ATTRIBUTES",
@@ -128,7 +130,25 @@ class PluginContext:
         """Where the hub mirrors its model on MQTT."""
         return self._hub.base_topic
 
+    @property
+    def conversation(self) -> CommandLayer:
+        """The command layer: hand it every request a person makes through this front-end."""
+        if self._hub.conversation is None:
+            raise RuntimeError("the hub's command layer is not started")
+        return self._hub.conversation
+
     # ----- registering (each is undone when the plug-in stops) -------------------------------
+
+    def register_channel(self, name: str, channel: NotificationChannel) -> Callable[[], None]:
+        """Deliver the notifications routed to channel ``name`` (e.g. "discord") through it."""
+        if self._hub.notifier is None:
+            raise RuntimeError("the hub's notification router is not started")
+        return self._track(self._hub.notifier.register_channel(name, channel))
+
+    def delivery_status(self, delivery_id: str, ok: bool, detail: str) -> None:
+        """Record what later became of a delivery (e.g. an SMS status callback)."""
+        if self._hub.notifier is not None:
+            self._hub.notifier.record_status(delivery_id, ok, detail)
 
     def _track(self, undo: Callable[[], None]) -> Callable[[], None]:
         done = False

@@ -44,7 +44,9 @@ from hub.model import (
 if TYPE_CHECKING:
     from hub.broker import EmbeddedBroker
     from hub.config import HubConfig
+    from hub.conversation import CommandLayer
     from hub.mqtt import MqttLink
+    from hub.notify.router import NotificationRouter
     from hub.plugins import PluginManager
     from hub.rules.service import RulesService
     from hub.scenes import SceneService
@@ -94,6 +96,10 @@ class Hub:
         self.plugins: PluginManager | None = None
         self.rules: RulesService | None = None
         self.scenes: SceneService | None = None  # scenes: started after MQTT, before rules
+        # The command layer and the notification router: started before plug-ins, since
+        # front-ends hand requests to the first and register channels with the second.
+        self.conversation: CommandLayer | None = None
+        self.notifier: NotificationRouter | None = None
         self._runtime_file: Path | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._reject_log: dict[str, tuple[float, int]] = {}
@@ -365,6 +371,7 @@ class Hub:
 
             self.rules = RulesService(self)
             await self.rules.start()
+        await self._start_people_services()
         if start_plugins:
             from hub.plugins import PluginManager
 
@@ -376,6 +383,9 @@ class Hub:
         gc.collect()
         gc.freeze()
         self.started = True
+
+    async def _start_people_services(self) -> None:
+        """Start the command layer and the notification router (issue 5: being written)."""
 
     def _write_runtime_file(self) -> None:
         # CLI commands that talk to the running hub (hub rules enable ...) find its broker
