@@ -206,6 +206,7 @@ class PluginContext:
             self._track(lambda: self._drop_group(group_id, None))
         self._groups[group_id] = group
         groups[group_id] = group
+        self._hub.registry.invalidate_groups()
         return lambda: self._drop_group(group_id, group)
 
     def _drop_group(self, group_id: str, only: Group | None) -> None:
@@ -215,6 +216,7 @@ class PluginContext:
         del self._groups[group_id]
         if self._hub.registry.groups.get(group_id) is current:
             del self._hub.registry.groups[group_id]
+            self._hub.registry.invalidate_groups()
 
     # ----- acting ----------------------------------------------------------------------------
 

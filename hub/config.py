@@ -22,7 +22,16 @@ from pydantic import (
 )
 
 from hub.durations import Duration
-from hub.model import ENTITY_ID_PATTERN, Aggregate, check_id
+from hub.model import (
+    ENTITY_ID_PATTERN,
+    ID_PATTERN,
+    MEMBER_KINDS,
+    Aggregate,
+    DeviceCustomization,
+    EntityCustomization,
+    EntityKind,
+    check_id,
+)
 from hub.secrets import redact, redact_url, register_secret
 from hub.yamlsource import (
     ConfigError,
@@ -41,6 +50,8 @@ __all__ = [
     "ConfigError",
     "ConfigIssue",
     "DatabaseSection",
+    "DeviceConfig",
+    "EntityConfig",
     "GroupConfig",
     "HubConfig",
     "HubSection",
@@ -58,7 +69,6 @@ __all__ = [
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_SECRETS_FILE = "secrets.yaml"
-MEMBER_KINDS = ("entity", "device", "group", "area")
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 _DB_SCHEME = re.compile(r"(sqlite|postgresql)(\+[a-z0-9_]+)?", re.IGNORECASE)
@@ -121,7 +131,7 @@ def _check_member(value: str) -> str:
     elif kind not in MEMBER_KINDS:
         raise ValueError(
             f"unknown member kind {kind!r} in {value!r}: "
-            f"use entity:, device:, group: or area:{suggest(kind, MEMBER_KINDS)}"
+            f"use entity:, device:, group:, area: or tag:{suggest(kind, MEMBER_KINDS)}"
         )
     if kind == "entity" or (not kind and "." in name):
         if not ENTITY_ID_PATTERN.match(name):
@@ -129,6 +139,9 @@ def _check_member(value: str) -> str:
                 f"invalid entity id {name!r}: use <device>.<key>, each 1-64 lowercase "
                 "letters, digits, '_' or '-'"
             )
+        return value
+    if kind == "tag":
+        check_id(name, "tag")
         return value
     check_id(name, f"{kind or 'member'} id")
     return value
@@ -158,6 +171,18 @@ def _group_id(value: str) -> str:
 
 def _plugin_name(value: str) -> str:
     return check_id(value, "plug-in name")
+
+
+def _device_id(value: str) -> str:
+    return check_id(value, "device id")
+
+
+def _entity_key(value: str) -> str:
+    return check_id(value, "entity key")
+
+
+def _tag(value: str) -> str:
+    return check_id(value, "tag")
 
 
 def _check_time_zone(value: str) -> str:
@@ -347,6 +372,48 @@ class GroupConfig(BaseModel):
         tuple[Annotated[str, AfterValidator(_check_member)], ...], Field(min_length=1)
     ]
     aggregate: Aggregate = Aggregate.ANY
+    # Only the members' entities of this kind ("all lights in the kitchen").
+    kind: EntityKind | None = None
+
+
+Tags = Annotated[tuple[Annotated[str, AfterValidator(_tag)], ...], BeforeValidator(_one_or_many)]
+
+
+class EntityConfig(BaseModel):
+    """hub.yaml's overrides for one entity of a customised device."""
+
+    model_config = _STRICT
+
+    name: NonEmpty | None = None
+    tags: Tags = ()
+
+
+class DeviceConfig(BaseModel):
+    """hub.yaml's overrides for one device (``devices: {<device id>: ...}``), from any adapter.
+
+    Applied whenever the device registers, so a device that appears later is customised too.
+    """
+
+    model_config = _STRICT
+
+    name: NonEmpty | None = None
+    area: Annotated[str, AfterValidator(_area_id)] | None = None
+    tags: Tags = ()
+    entities: dict[Annotated[str, AfterValidator(_entity_key)], EntityConfig] = Field(
+        default_factory=dict
+    )
+
+    def customization(self) -> DeviceCustomization:
+        """The model's form of these overrides."""
+        return DeviceCustomization(
+            name=self.name,
+            area=self.area,
+            tags=self.tags,
+            entities={
+                key: EntityCustomization(name=entity.name, tags=entity.tags)
+                for key, entity in self.entities.items()
+            },
+        )
 
 
 class PluginSection(BaseModel):
@@ -384,6 +451,9 @@ class HubConfig(BaseModel):
     rules: RulesSection = Field(default_factory=dict, validate_default=True)
     areas: tuple[AreaConfig, ...] = ()
     groups: tuple[GroupConfig, ...] = ()
+    devices: dict[Annotated[str, AfterValidator(_device_id)], DeviceConfig] = Field(
+        default_factory=dict
+    )
     adapters: dict[PluginName, PluginSection] = Field(default_factory=dict)
     frontends: dict[PluginName, PluginSection] = Field(default_factory=dict)
     secrets_file: str | None = None
@@ -547,7 +617,14 @@ def validate_model(
     try:
         return model_cls.model_validate({} if data is None else data, context=context), []
     except ValidationError as exc:
-        converted = (_to_issue(error, model_cls, source, base_path) for error in exc.errors())
+        errors = exc.errors()
+        inner = {tuple(error["loc"])[:-1] for error in errors}
+        converted = (
+            _to_issue(error, model_cls, source, base_path)
+            for error in errors
+            # A list whose every item is wrong is also "too short": its items say it better.
+            if not (error["type"] == "too_short" and tuple(error["loc"]) in inner)
+        )
         return None, [issue for issue in converted if issue is not None]
 
 
@@ -583,6 +660,7 @@ def _cross_check(data: dict[str, Any], source: SourceDoc) -> list[ConfigIssue]:
     areas, issues = _ids(data, "areas", source)
     groups, group_issues = _ids(data, "groups", source)
     issues.extend(group_issues)
+    tags = _configured_tags(data)
     for group_id, index in groups.items():
         if group_id in areas:
             issues.append(
@@ -611,6 +689,41 @@ def _cross_check(data: dict[str, Any], source: SourceDoc) -> list[ConfigIssue]:
                 if not areas:
                     message += " (no areas are configured)"
                 issues.append(source.issue(path, message, at_value=True))
+            if kind == "tag" and name not in tags and ID_PATTERN.match(name):
+                # Tags come from `devices:` only, so one nobody gives is most likely a typo.
+                message = f"no device or entity is tagged {name!r}{suggest(name, tags)}"
+                issues.append(source.issue(path, message, at_value=True, severity="warning"))
+    issues.extend(_check_devices(data, areas, source))
+    return issues
+
+
+def _configured_tags(data: dict[str, Any]) -> set[str]:
+    tags: set[str] = set()
+    devices = data.get("devices")
+    for device in devices.values() if isinstance(devices, dict) else ():
+        if not isinstance(device, dict):
+            continue
+        entities = device.get("entities")
+        entity_list = list(entities.values()) if isinstance(entities, dict) else []
+        for holder in (device, *entity_list):
+            found = holder.get("tags") if isinstance(holder, dict) else None
+            found = [found] if isinstance(found, str) else found
+            tags.update(t for t in found or () if isinstance(t, str))
+    return tags
+
+
+def _check_devices(
+    data: dict[str, Any], areas: dict[str, int], source: SourceDoc
+) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    devices = data.get("devices")
+    for device_id, device in devices.items() if isinstance(devices, dict) else ():
+        area = device.get("area") if isinstance(device, dict) else None
+        if isinstance(area, str) and area not in areas:
+            message = f"unknown area {area!r}{suggest(area, areas)}"
+            if not areas:
+                message += " (no areas are configured)"
+            issues.append(source.issue(("devices", device_id, "area"), message, at_value=True))
     return issues
 
 

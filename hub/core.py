@@ -216,6 +216,10 @@ class Hub:
         others are kept.
         """
         registry = self.registry
+        custom = self.config.devices.get(device.id)
+        if custom is not None:
+            # hub.yaml's `devices:` overrides, on copies: the adapter's objects stay its own.
+            device, entities = custom.customization().apply(device, entities)
         previous = registry.devices.get(device.id)
         new_ids = [entity.id for entity in entities]
         if previous is not None:
@@ -242,6 +246,7 @@ class Hub:
             registry.entities[entity.id] = entity
         if self.storage is not None:
             self.storage.queue_device(device, entities)
+        registry.invalidate_groups()  # its area, tags or entities may change group memberships
         self.bus.publish(DeviceRegistered(device.id))
         return True
 
@@ -255,6 +260,7 @@ class Hub:
             self.registry.states.pop(entity_id, None)
         if self.storage is not None:
             self.spawn(self.storage.remove_device(device_id), name=f"remove {device_id}")
+        self.registry.invalidate_groups()
         self.bus.publish(DeviceRemoved(device_id))
 
     def set_available(self, device_id: str, available: bool) -> None:
@@ -282,8 +288,20 @@ class Hub:
             self.registry.areas[area.id] = Area(area.id, area.name)
         for group in self.config.groups:
             self.registry.groups[group.id] = Group(
-                group.id, group.name, list(group.members), group.aggregate
+                group.id, group.name, list(group.members), group.aggregate, group.kind
             )
+        # Devices loaded from storage get hub.yaml's current overrides before anything reads them.
+        for device_id, custom in self.config.devices.items():
+            device = self.registry.devices.get(device_id)
+            if device is None:
+                continue
+            customized, entities = custom.customization().apply(
+                device, list(self.registry.entities_of(device_id))
+            )
+            self.registry.devices[device_id] = customized
+            for entity in entities:
+                self.registry.entities[entity.id] = entity
+        self.registry.invalidate_groups()
 
     # ----- tasks -----------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -258,6 +258,8 @@ class Entity:
     unit: str | None = None
     device_class: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # Labels from hub.yaml's ``devices:`` section, for ``tag:<name>`` group members.
+    tags: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready form."""
@@ -270,6 +272,7 @@ class Entity:
             "unit": self.unit,
             "device_class": self.device_class,
             "options": dict(self.options),
+            "tags": list(self.tags),
         }
 
 
@@ -290,6 +293,8 @@ class Device:
     available: bool = False
     # Where the owning adapter keeps whatever it needs to reach the device (topics, addresses).
     native: dict[str, Any] = field(default_factory=dict)
+    # Labels from hub.yaml's ``devices:`` section; every entity of the device carries them too.
+    tags: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready form."""
@@ -306,7 +311,54 @@ class Device:
             "entities": list(self.entity_ids),
             "available": self.available,
             "native": dict(self.native),
+            "tags": list(self.tags),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class EntityCustomization:
+    """hub.yaml's overrides for one entity: its name and tags."""
+
+    name: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCustomization:
+    """hub.yaml's overrides for one device (``devices: {<id>: ...}``), applied when it registers."""
+
+    name: str | None = None
+    area: str | None = None
+    tags: tuple[str, ...] = ()
+    entities: Mapping[str, EntityCustomization] = field(default_factory=dict)
+
+    def apply(self, device: Device, entities: Sequence[Entity]) -> tuple[Device, list[Entity]]:
+        """Return customised copies of ``device`` and its ``entities`` (the adapter's own
+        objects are left alone, so an adapter comparing what it built sees no change)."""
+        device = replace(
+            device,
+            name=self.name or device.name,
+            area=self.area or device.area,
+            tags=_merge_tags(device.tags, self.tags),
+        )
+        out: list[Entity] = []
+        for entity in entities:
+            custom = self.entities.get(entity.key)
+            if custom is None:
+                out.append(entity)
+                continue
+            out.append(
+                replace(
+                    entity,
+                    name=custom.name or entity.name,
+                    tags=_merge_tags(entity.tags, custom.tags),
+                )
+            )
+        return device, out
+
+
+def _merge_tags(own: tuple[str, ...], extra: tuple[str, ...]) -> tuple[str, ...]:
+    return own + tuple(tag for tag in extra if tag not in own)
 
 
 @dataclass(slots=True)
@@ -328,14 +380,24 @@ class Aggregate(StrEnum):
     MAX = "max"
 
 
+MEMBER_KINDS = ("entity", "device", "group", "area", "tag")
+
+
 @dataclass(slots=True)
 class Group:
-    """A named set of entities that commands fan out to and whose states aggregate."""
+    """A named set of entities that commands fan out to and whose states aggregate.
+
+    Members are entity, device, group or area ids (optionally prefixed ``entity:``,
+    ``device:``, ``group:``, ``area:``) and ``tag:<name>``; they are resolved each time, so a
+    device that appears later with the area or tag is a member. ``kind`` keeps only the
+    entities of that kind ("all lights in the kitchen").
+    """
 
     id: str
     name: str
     members: list[str] = field(default_factory=list)
     aggregate: Aggregate = Aggregate.ANY
+    kind: EntityKind | None = None
 
     def aggregate_value(self, values: Iterable[Any]) -> Any:
         """Return the group's value from its members' values (unknown members skipped)."""
@@ -356,6 +418,16 @@ class Group:
         return min(numbers) if self.aggregate is Aggregate.MIN else max(numbers)
 
 
+@dataclass(frozen=True, slots=True)
+class GroupSummary:
+    """A group's aggregated state and how many of its members are on and known."""
+
+    state: Any
+    members: int
+    on: int
+    known: int
+
+
 class UnknownTarget(LookupError):
     """A command or query named something the registry does not have."""
 
@@ -372,6 +444,10 @@ class Registry:
         self.entities: dict[str, Entity] = {}
         self.groups: dict[str, Group] = {}
         self.states: dict[str, State] = {}
+        # entity id -> ids of its groups; None until asked for after a change.
+        self._membership: dict[str, tuple[str, ...]] | None = None
+        # Told when memberships may have changed (the mirror republishes group states).
+        self.on_membership_change: Callable[[], None] | None = None
 
     def entities_of(self, device_id: str) -> Iterator[Entity]:
         """Yield the entities of a device."""
@@ -384,10 +460,11 @@ class Registry:
                 yield entity
 
     def resolve(self, target: str) -> list[Entity]:
-        """Return the entities a target names: an entity, device, group or area id.
+        """Return the entities a target names: an entity, device, group, area or tag.
 
-        A target may be prefixed (``entity:``, ``device:``, ``group:``, ``area:``) to say
-        which; unprefixed, the first kind that has the id wins in that order.
+        A target may be prefixed (``entity:``, ``device:``, ``group:``, ``area:``, ``tag:``)
+        to say which; unprefixed, the first kind that has the id wins in that order (a tag is
+        only ever named with its prefix).
         """
         kind, _, name = target.partition(":") if ":" in target else ("", "", target)
         if kind in ("", "entity") and name in self.entities:
@@ -395,32 +472,98 @@ class Registry:
         if kind in ("", "device") and name in self.devices:
             return list(self.entities_of(name))
         if kind in ("", "group") and name in self.groups:
-            seen: dict[str, Entity] = {}
-            for member in self.groups[name].members:
-                # A member may itself be a device, entity or group; guard against cycles.
-                if member in (target, name):
-                    continue
-                for entity in self.resolve(member):
-                    seen.setdefault(entity.id, entity)
-            return list(seen.values())
+            return self._group_entities(name, set())
         if kind in ("", "area") and name in self.areas:
-            return [
-                entity
-                for device in self.devices.values()
-                if device.area == name
-                for entity in self.entities_of(device.id)
-            ]
-        if kind not in ("", "entity", "device", "group", "area"):
+            return self._area_entities(name)
+        if kind == "tag":
+            found = self._tag_entities(name)
+            if found:
+                return found
+            raise UnknownTarget(f"nothing is tagged {name!r}")
+        if kind and kind not in MEMBER_KINDS:
             raise UnknownTarget(
-                f"unknown target kind {kind!r} in {target!r}: use entity:, device:, group: or area:"
+                f"unknown target kind {kind!r} in {target!r}: "
+                "use entity:, device:, group:, area: or tag:"
             )
         raise UnknownTarget(f"no entity, device, group or area is called {name!r}")
 
+    def _area_entities(self, area: str) -> list[Entity]:
+        return [
+            entity
+            for device in self.devices.values()
+            if device.area == area
+            for entity in self.entities_of(device.id)
+        ]
+
+    def _tag_entities(self, tag: str) -> list[Entity]:
+        # A device's tag reaches all its entities; an entity's tag only that entity.
+        out: list[Entity] = []
+        for device in self.devices.values():
+            tagged = tag in device.tags
+            out.extend(e for e in self.entities_of(device.id) if tagged or tag in e.tags)
+        return out
+
+    def _group_entities(self, group_id: str, seen: set[str]) -> list[Entity]:
+        group = self.groups[group_id]
+        seen.add(group_id)  # a group reached again through its members is skipped: no cycles
+        found: dict[str, Entity] = {}
+        for member in group.members:
+            for entity in self._member_entities(member, seen):
+                found.setdefault(entity.id, entity)
+        if group.kind is not None:
+            return [e for e in found.values() if e.kind is group.kind]
+        return list(found.values())
+
+    def _member_entities(self, member: str, seen: set[str]) -> list[Entity]:
+        """A group member's entities now: one that names nothing (yet) has none."""
+        kind, _, name = member.partition(":") if ":" in member else ("", "", member)
+        if kind in ("", "entity") and name in self.entities:
+            return [self.entities[name]]
+        if kind in ("", "device") and name in self.devices:
+            return list(self.entities_of(name))
+        if kind in ("", "group") and name in self.groups:
+            return [] if name in seen else self._group_entities(name, seen)
+        if kind == "area" or (not kind and name in self.areas):
+            return self._area_entities(name)
+        if kind == "tag":
+            return self._tag_entities(name)
+        return []
+
+    def group_entities(self, group_id: str) -> list[Entity]:
+        """The entities a group has now (an empty list for a group with none yet)."""
+        return self._group_entities(group_id, set()) if group_id in self.groups else []
+
+    def groups_of(self, entity_id: str) -> tuple[str, ...]:
+        """The ids of the groups an entity is a member of (indexed; see invalidate_groups)."""
+        index = self._membership
+        if index is None:
+            index = {}
+            for group_id in self.groups:
+                for entity in self._group_entities(group_id, set()):
+                    index[entity.id] = (*index.get(entity.id, ()), group_id)
+            self._membership = index
+        return index.get(entity_id, ())
+
+    def invalidate_groups(self) -> None:
+        """Say that devices, entities or groups changed: memberships are worked out again."""
+        self._membership = None
+        if self.on_membership_change is not None:
+            self.on_membership_change()
+
     def group_state(self, group_id: str) -> Any:
         """Return a group's aggregated value."""
+        return self.group_summary(group_id).state
+
+    def group_summary(self, group_id: str) -> GroupSummary:
+        """Return a group's aggregated value with its member counts."""
         group = self.groups[group_id]
         values = []
-        for entity in self.resolve(f"group:{group_id}"):
+        for entity in self._group_entities(group_id, set()):
             state = self.states.get(entity.id)
             values.append(state.value if state else None)
-        return group.aggregate_value(values)
+        return GroupSummary(
+            state=group.aggregate_value(values),
+            members=len(values),
+            on=sum(1 for v in values if v == "on"),
+            known=sum(1 for v in values if v is not None),
+        )

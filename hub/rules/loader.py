@@ -164,7 +164,7 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # Names a run sets itself; a variable by that name would hide them.
 RESERVED_VARIABLES = frozenset({"trigger", "wait", "repeat"})
-TARGET_KINDS = ("entity", "device", "group", "area")
+TARGET_KINDS = ("entity", "device", "group", "area", "tag")
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _JSON_PATH = re.compile(r"[^.\s]+(?:\.[^.\s]+)*")
@@ -561,8 +561,8 @@ class _RuleFile:
         elif kind not in TARGET_KINDS:
             self.error(
                 path,
-                f"unknown target kind {kind!r} in {text!r}: use entity:, device:, group: or "
-                f"area:{suggest(kind, TARGET_KINDS)}",
+                f"unknown target kind {kind!r} in {text!r}: use entity:, device:, group:, "
+                f"area: or tag:{suggest(kind, TARGET_KINDS)}",
             )
             return text
         if kind == "entity" or (not kind and "." in name):

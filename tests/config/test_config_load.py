@@ -239,7 +239,7 @@ def test_duplicate_ids_and_bad_members(tmp_path: Path) -> None:
         "digits, '_' or '-'",
         f"{path}:11:15: groups[0].members[0]: a group cannot contain itself",
         f"{path}:11:23: groups[0].members[1]: unknown member kind 'bulb' in 'bulb:one': "
-        "use entity:, device:, group: or area:",
+        "use entity:, device:, group:, area: or tag:",
         f"{path}:11:35: groups[0].members[2]: invalid entity id 'kitchen_plug.Power': use "
         "<device>.<key>, each 1-64 lowercase letters, digits, '_' or '-'",
         f"{path}:12:9: groups[1].id: duplicate group id 'lights' (first used by groups[0] on "

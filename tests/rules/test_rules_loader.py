@@ -541,7 +541,7 @@ def test_action_mistakes() -> None:
     assert problems(INVALID / "actions.yaml") == [
         f"{a('4:7', 0)}: missing required key 'action'",
         f"{a('5:16', 1)}.command: unknown target kind 'room' in 'room:kitchen': "
-        "use entity:, device:, group: or area:",
+        "use entity:, device:, group:, area: or tag:",
         f"{a('7:15', 1)}.params: expected data (a mapping of key: value), got a list",
         f"{a('8:7', 2)}: unknown action type 'notfy' (did you mean 'notify'?)",
         f"{a('9:14', 3)}.delay: expected a number of seconds or a duration like '5s', got 'soon'",
