@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=float, default=10.0, help="state reports per second (default 10)"
     )
     demo.add_argument("--seed", type=int, default=1, help="random seed of the simulated home")
+    demo.add_argument(
+        "--dialects",
+        choices=("mixed", "native"),
+        default="mixed",
+        help="mixed: devices speak Tasmota, Shelly, Zigbee2MQTT, discovery and the hub's own "
+        "convention (default); native: only the hub's own convention",
+    )
 
     check = sub.add_parser(
         "check",
@@ -88,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--prefix", help="device topic prefix (default: hub.yaml's hub.device_topic)"
     )
     simulate.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    simulate.add_argument(
+        "--dialects",
+        choices=("native", "mixed"),
+        default="native",
+        help="native: the hub's own convention (default); mixed: firmware dialects as in hub demo",
+    )
 
     bench = sub.add_parser(
         "bench",
@@ -303,7 +316,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         assert url is not None  # the hub is connected, so it has a broker URL
         sim = Simulator(
             url,
-            build_home(args.devices, seed=args.seed),
+            build_home(args.devices, seed=args.seed, mixed=args.dialects == "mixed"),
             rate=args.rate,
             prefix=loaded.config.hub.device_topic,
             client_id="hub-demo-simulator",
@@ -337,7 +350,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     f"  broker     {broker}",
                     f"  database   {_display_db(loaded.config.database.resolved_url)}",
                     f"  simulated  {args.devices} devices, {args.rate:g} reports/s"
-                    f" on {loaded.config.hub.device_topic}/#",
+                    + (
+                        " (Tasmota, Shelly, Zigbee2MQTT, discovery and"
+                        f" {loaded.config.hub.device_topic}/#)"
+                        if args.dialects == "mixed"
+                        else f" on {loaded.config.hub.device_topic}/#"
+                    ),
                     f"  rules      {rule_count} from {rule_folders}"
                     " (notifications are printed here)",
                     "",
@@ -460,6 +478,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             prefix=prefix,
             seed=args.seed,
             progress=lambda line: print(line, flush=True),
+            mixed=args.dialects == "mixed",
         )
     except KeyboardInterrupt:
         pass

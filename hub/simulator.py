@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
 
-import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
@@ -33,6 +32,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from hub.model import check_id
 from hub.mqtt import BrokerAddress
+from hub.simfirmware import HaDiscovery, Msg, make_dialects
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -140,6 +140,8 @@ class SimDevice(ABC):
                 ip = f"192.0.2.{seed_rng.randrange(2, 255)}"
                 identities = {"mac": _random_mac(seed_rng), "ip": ip}
         self.identities = dict(identities)
+        # The MQTT dialect the device speaks (see hub.simfirmware): "native" is the hub's own.
+        self.dialect = "native"
         self._last_time: float | None = None
 
     @abstractmethod
@@ -954,6 +956,67 @@ _BASE_HOME: tuple[tuple[str, type[SimDevice], str, str, dict[str, Any]], ...] = 
 )
 BASE_HOME_SIZE = len(_BASE_HOME)
 
+# The mixed home (`hub demo`, `hub bench --scenario firmware`): which base device speaks which
+# firmware. Devices the example rules, scenes and groups name keep their entity ids: plugs on
+# Tasmota keep `.power` (the relay is `.relay`), discovery devices choose their own ids, and
+# the lights, motion and door sensors the rules use stay on the hub's own convention.
+MIXED_DIALECTS: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "kitchen_plug",
+            "kitchen_fridge_plug",
+            "office_desk_plug",
+            "garage_charger_plug",
+            "garage_washer_plug",
+            "bathroom_towel_rail_plug",
+            "kitchen_climate",
+        ),
+        "tasmota",
+    ),
+    # The pump's relay is a Shelly Plus 1PM: its entities are switch_0, power_0, energy_0.
+    **dict.fromkeys(("garden_pump_plug", "garden_climate"), "shelly"),
+    **dict.fromkeys(
+        (
+            "bathroom_motion",
+            "living_room_motion",
+            "office_motion",
+            "living_room_climate",
+            "bedroom_climate",
+            "bathroom_climate",
+            "office_climate",
+            "hallway_button",
+            "bedroom_button",
+            "bathroom_light",
+            "garden_light",
+            "garage_light",
+            "bedroom_blinds",
+        ),
+        "zigbee2mqtt",
+    ),
+    **dict.fromkeys(
+        ("living_room_thermostat", "front_door_lock", "living_room_blinds", "living_room_tv_plug"),
+        "ha_discovery",
+    ),
+}
+# Extras follow _EXTRA_CYCLE (plug, sensor, light, motion, door, plug, sensor, light,
+# thermostat, blinds, lock, button): per 12 devices 2 Tasmota (a POW plug, a TH sensor),
+# 2 Shelly (a Plus 1PM, a Plus H&T), 5 Zigbee2MQTT (bulbs, motion, lock, button) and
+# 3 discovery devices (door sensor, thermostat, blinds).
+MIXED_EXTRA_DIALECTS: tuple[str, ...] = (
+    "tasmota",
+    "tasmota",
+    "zigbee2mqtt",
+    "zigbee2mqtt",
+    "ha_discovery",
+    "shelly",
+    "shelly",
+    "zigbee2mqtt",
+    "ha_discovery",
+    "ha_discovery",
+    "zigbee2mqtt",
+    "zigbee2mqtt",
+)
+
 # Extra devices cycle through these; plugs and climate sensors come twice because a large
 # building is mostly metering and sensing.
 _EXTRA_CYCLE: tuple[tuple[str, type[SimDevice]], ...] = (
@@ -983,12 +1046,13 @@ def _device_ip(index: int) -> str:
     return f"10.77.{block}.{host + 2}"
 
 
-def build_home(count: int = 36, *, seed: int = 1) -> list[SimDevice]:
+def build_home(count: int = 36, *, seed: int = 1, mixed: bool = False) -> list[SimDevice]:
     """Return a household of ``count`` devices over eight areas; the same seed gives the same home.
 
     Up to 36 devices come from a fixed household (``kitchen_plug``, ``front_door_lock``, ...);
     beyond that, numbered extras (``extra_plug_001``, ``extra_sensor_002``, ...) cycle through
-    the kinds and the areas.
+    the kinds and the areas. Every device speaks the hub's own convention, or with ``mixed``
+    the firmware dialects of :data:`MIXED_DIALECTS` and :data:`MIXED_EXTRA_DIALECTS`.
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"build_home: count must be a positive integer, got {count!r}")
@@ -1014,7 +1078,10 @@ def build_home(count: int = 36, *, seed: int = 1) -> list[SimDevice]:
     devices: list[SimDevice] = []
     for device_id, cls, area, name, extra in _BASE_HOME[:count]:
         ident = identities(cls)
-        devices.append(cls(device_id, area=area, name=name, rng=rng, identities=ident, **extra))
+        device = cls(device_id, area=area, name=name, rng=rng, identities=ident, **extra)
+        if mixed:
+            _speak(device, MIXED_DIALECTS.get(device_id, "native"))
+        devices.append(device)
     extras = count - len(devices)
     width = max(3, len(str(extras)))
     for number in range(1, extras + 1):
@@ -1026,8 +1093,21 @@ def build_home(count: int = 36, *, seed: int = 1) -> list[SimDevice]:
         if cls is Plug:
             kwargs["appliance"] = rng.choice(_EXTRA_APPLIANCES)
         ident = identities(cls)
-        devices.append(cls(device_id, area=area, name=name, rng=rng, identities=ident, **kwargs))
+        device = cls(device_id, area=area, name=name, rng=rng, identities=ident, **kwargs)
+        if mixed:
+            _speak(device, MIXED_EXTRA_DIALECTS[(number - 1) % len(MIXED_EXTRA_DIALECTS)])
+        devices.append(device)
     return devices
+
+
+def _speak(device: SimDevice, dialect: str) -> None:
+    """Make ``device`` speak ``dialect``, with the identity (IEEE address or MAC) it needs."""
+    device.dialect = dialect
+    if dialect == "zigbee2mqtt" and "ieee" not in device.identities:
+        bits = random.Random(f"ieee:{device.id}").getrandbits(40)
+        device.identities = {"ieee": f"0x00158d{bits:010x}"}
+    elif dialect in ("tasmota", "shelly", "ha_discovery") and "mac" not in device.identities:
+        device.identities = {"mac": _random_mac(random.Random(device.id))}
 
 
 _PROTOCOLS: dict[str, tuple[MQTTProtocolVersion, ...]] = {
@@ -1055,6 +1135,10 @@ def _set_nodelay(client: mqtt.Client) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:  # not TCP (a unix socket): nothing to tune
             _LOGGER.debug("simulator: cannot set TCP_NODELAY: %s", exc)
+
+
+def _publish(client: mqtt.Client, msg: Msg) -> mqtt.MQTTMessageInfo:
+    return client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
 
 
 def _close_client(client: mqtt.Client) -> None:
@@ -1110,15 +1194,17 @@ class Simulator:
         self._prefix = prefix
         self._client_id = client_id or f"hub-sim-{os.getpid()}-{secrets.token_hex(4)}"
         self._order = list(self._devices.values())
-        self._topics = {
-            d.id: (
-                f"{prefix}/{d.id}/config",
-                f"{prefix}/{d.id}/availability",
-                f"{prefix}/{d.id}/state",
-            )
-            for d in self._order
-        }
-        self._set_prefix = f"{prefix}/"
+        # Each device speaks its own dialect (the hub's convention under `prefix` by default).
+        self._dialects = make_dialects(prefix)
+        for device in self._order:
+            dialect = self._dialects.get(device.dialect)
+            if dialect is None:
+                raise ValueError(
+                    f"Simulator: {device.id} speaks an unknown dialect {device.dialect!r} "
+                    f"(use {', '.join(self._dialects)})"
+                )
+            dialect.add(device)
+        self._dialect_of = {d.id: self._dialects[d.dialect] for d in self._order}
         self._rng = random.Random(0x5EED)
 
         # Guards every device's state, the wake-up heap and the round-robin cursor. It is
@@ -1286,7 +1372,9 @@ class Simulator:
             _set_nodelay(client)  # a reconnect made a new socket
             # A clean session: subscribe and re-announce on every (re)connect, since a broker
             # that restarted may have lost the retained configs too.
-            client.subscribe(f"{self._prefix}/+/set", qos=1)
+            filters = [f for d in self._dialects.values() for f in d.filters()]
+            if filters:
+                client.subscribe([(f, 1) for f in filters])
             infos = self._announce(client)
             with self._lock:
                 self._announced = infos
@@ -1315,14 +1403,12 @@ class Simulator:
     def _announce(self, client: mqtt.Client) -> list[mqtt.MQTTMessageInfo]:
         """Publish every device's retained config, availability online and full state."""
         infos: list[mqtt.MQTTMessageInfo] = []
+        for dialect in self._dialects.values():
+            infos.extend(_publish(client, msg) for msg in dialect.hello())
         for device in self._order:
-            config_topic, availability_topic, state_topic = self._topics[device.id]
-            config = orjson.dumps(device.config_payload())
-            infos.append(client.publish(config_topic, config, qos=1, retain=True))
-            infos.append(client.publish(availability_topic, b"online", qos=1, retain=True))
             with self._lock:
-                state = orjson.dumps(device.initial_state())
-                infos.append(client.publish(state_topic, state, qos=1))
+                msgs = self._dialect_of[device.id].announce(device)
+                infos.extend(_publish(client, msg) for msg in msgs)
         return infos
 
     def _wait_published(self, infos: list[mqtt.MQTTMessageInfo], timeout: float, what: str) -> None:
@@ -1354,8 +1440,9 @@ class Simulator:
         try:
             if client.is_connected():
                 infos = [
-                    client.publish(self._topics[d.id][1], b"offline", qos=1, retain=True)
+                    _publish(client, msg)
                     for d in self._order
+                    for msg in self._dialect_of[d.id].goodbye(d)
                 ]
                 try:
                     self._wait_published(infos, _STOP_TIMEOUT, "publishing offline")
@@ -1374,26 +1461,43 @@ class Simulator:
             _LOGGER.exception("simulator: error while handling %s", message.topic)
 
     def _handle_command(self, client: mqtt.Client, topic: str, payload: bytes | bytearray) -> None:
-        if self._stopping or not topic.startswith(self._set_prefix):
+        if self._stopping:
             return
-        device = self._devices.get(topic[len(self._set_prefix) : -len("/set")])
-        if device is None:
-            return  # someone else's device under the same prefix
+        body = bytes(payload)
+        for dialect in self._dialects.values():
+            if isinstance(dialect, HaDiscovery) and dialect.birth(topic, body):
+                # The hub (as Home Assistant would) came online: announce again.
+                with self._lock:
+                    for device in dialect.devices.values():
+                        for msg in dialect.announce(device):
+                            _publish(client, msg)
+                return
+            request = dialect.request(topic, body)
+            if request is not None:
+                break
+        else:
+            return  # someone else's device or topic
         self._commands_received += 1
-        try:
-            command = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            _LOGGER.warning("%s: ignored command: not JSON (%s): %r", device.id, exc, payload[:200])
+        if request.invalid:
             self._commands_invalid += 1
             return
+        device = request.device
         with self._lock:
-            update = device.apply_command(command, now=time.time())
-            if update is None:
-                self._commands_invalid += 1
-                return
-            client.publish(self._topics[device.id][2], orjson.dumps(update), qos=0)
+            update: dict[str, Any] | None = {}
+            for command in request.commands:
+                applied = device.apply_command(command, now=time.time())
+                if applied is None:
+                    update = None
+                    break
+                assert update is not None
+                update.update(applied)
+            for msg in request.reply(update):
+                _publish(client, msg)
             self._schedule(device)
-        self._commands_applied += 1
+        if update is None:
+            self._commands_invalid += 1
+        else:
+            self._commands_applied += 1
 
     # -- pacing ------------------------------------------------------------------------
 
@@ -1425,7 +1529,8 @@ class Simulator:
             with self._lock:
                 device = self._next_device(now)
                 report = device.next_report(now, rng)
-                info = client.publish(self._topics[device.id][2], orjson.dumps(report), qos=0)
+                msg, _carried = self._dialect_of[device.id].report(device, report)
+                info = client.publish(msg.topic, msg.payload, qos=0, retain=msg.retain)
                 self._schedule(device)
             if info.rc == ok:
                 self._reports_sent += 1
@@ -1470,11 +1575,16 @@ def run_simulator(
     stop_event: threading.Event | None = None,
     progress: Callable[[str], None] | None = None,
     progress_interval: float = 5.0,
+    mixed: bool = False,
 ) -> None:
-    """Run ``hub simulate``: a home on the broker until ``stop_event`` is set or Ctrl-C."""
+    """Run ``hub simulate``: a home on the broker until ``stop_event`` is set or Ctrl-C.
+
+    With ``mixed``, devices speak Tasmota, Shelly, Zigbee2MQTT and discovery as in ``hub demo``.
+    """
     say = progress or (lambda line: print(line, flush=True))
     event = stop_event or threading.Event()
-    simulator = Simulator(broker_url, build_home(devices, seed=seed), rate=rate, prefix=prefix)
+    home = build_home(devices, seed=seed, mixed=mixed)
+    simulator = Simulator(broker_url, home, rate=rate, prefix=prefix)
     simulator.start()
     say(
         f"simulating {devices} devices under {prefix}/ at {rate:g} reports/s "
