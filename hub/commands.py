@@ -36,7 +36,13 @@ class CommandError(Exception):
 
 
 class Dialect(Protocol):
-    """How one device family is told what to do (the built-in convention, or an adapter)."""
+    """How one device family is told what to do (the built-in convention, or an adapter).
+
+    A command to a group, area or tag calls ``send_command`` once per member entity, all in
+    the same event-loop turn. A dialect that can reach several devices with one message (a
+    Zigbee group) may queue the sends and merge them at the end of the turn (see the
+    zigbee2mqtt adapter); the router still tracks and confirms every entity on its own.
+    """
 
     def send_command(
         self,
