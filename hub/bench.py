@@ -43,7 +43,7 @@ import orjson
 if TYPE_CHECKING:
     from hub.simulator import MotionSensor, SimDevice
 
-SCENARIOS = ("core", "rules")
+SCENARIOS = ("core", "rules", "firmware")
 MAX_STEP_SECONDS = 5.0
 # --max: a step counts as sustained only if publish-to-state p99 stays within this.
 KEEP_UP_P99_MS = 50.0
@@ -360,6 +360,9 @@ class Observed:
 
     state_ms: list[float] = field(default_factory=list)
     command_ms: list[float] = field(default_factory=list)
+    command_ms_by_dialect: defaultdict[str, list[float]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     commands_failed: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
     status: str = ""
@@ -372,13 +375,33 @@ class Observed:
 
 
 class BenchHome:
-    """The simulated devices' side: announces, publishes paced load, obeys commands."""
+    """The simulated devices' side: announces, publishes paced load, obeys commands.
 
-    def __init__(self, port: int, protocol: str, devices: int, seed: int = HOME_SEED) -> None:
+    Each device speaks its dialect (``hub.simfirmware``): the hub's own convention, or with
+    ``mixed`` (the firmware scenario) Tasmota, Shelly Gen2, Zigbee2MQTT and discovery as well.
+    ``last_pub`` is keyed by the ids the hub's adapters give, so the observer can match states.
+    """
+
+    def __init__(
+        self, port: int, protocol: str, devices: int, seed: int = HOME_SEED, *, mixed: bool = False
+    ) -> None:
+        from hub.simfirmware import make_dialects
         from hub.simulator import build_home
 
-        self.devices = build_home(devices, seed=seed)
+        self.devices = build_home(devices, seed=seed, mixed=mixed)
         self.by_id = {d.id: d for d in self.devices}
+        self.dialects = make_dialects(_PREFIX)
+        for device in self.devices:
+            self.dialects[device.dialect].add(device)
+        self.dialect_of = {d.id: self.dialects[d.dialect] for d in self.devices}
+        # (simulated device id, its entity key) -> (hub device id, hub entity key)
+        self.hub_ids: dict[tuple[str, str], tuple[str, str]] = {}
+        for device in self.devices:
+            dialect = self.dialect_of[device.id]
+            for key in device.entities():
+                hub_key = dialect.hub_key(device, key)
+                if hub_key is not None:
+                    self.hub_ids[(device.id, key)] = (dialect.hub_device_id(device), hub_key)
         # The devices the paced load reports for (all but the ones a RuleProbe drives).
         self.load_devices = list(self.devices)
         self.probe: RuleProbe | None = None
@@ -386,10 +409,13 @@ class BenchHome:
         self.client = _client(f"bench-home-{uuid.uuid4().hex[:8]}", protocol)
         self.client.on_message = self._on_command
         self.port = port
-        # (device id, entity key) -> (value, publish time) of the latest report with a value
+        # (hub device id, entity key) -> (value, publish time) of the latest report with a value
         self.last_pub: dict[tuple[str, str], tuple[Any, float]] = {}
         self.sent = 0
         self.replies = 0
+        # Commands the hub publishes where it listens itself (Zigbee2MQTT's <base>/<name>/set):
+        # the hub counts them as received too.
+        self.echoes = 0
         self.lock = threading.Lock()
 
     def attach_probe(self, probe: RuleProbe) -> None:
@@ -402,34 +428,60 @@ class BenchHome:
     def connect(self) -> None:
         """Connect, subscribe to commands and announce every device."""
         _connect(self.client, self.port)
-        self.client.subscribe(f"{_PREFIX}/+/set", qos=1)
+        filters = [f for d in self.dialects.values() for f in d.filters()]
+        self.client.subscribe([(f, 1) for f in filters])
+        for dialect in self.dialects.values():
+            for msg in dialect.hello():
+                self.client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
         for device in self.devices:
-            topic = f"{_PREFIX}/{device.id}"
-            self.client.publish(
-                f"{topic}/config", orjson.dumps(device.config_payload()), qos=1, retain=True
-            )
-            self.client.publish(f"{topic}/availability", b"online", qos=1, retain=True)
-            self.client.publish(f"{topic}/state", orjson.dumps(device.initial_state()), qos=1)
+            for msg in self.dialect_of[device.id].announce(device):
+                self.client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
 
     def _on_command(self, client: Any, userdata: Any, message: Any) -> None:
+        from hub.simfirmware import HaDiscovery
+
         received = time.time()
-        device_id = message.topic.split("/")[1]
-        device = self.by_id.get(device_id)
-        if device is None:
+        topic: str = message.topic
+        payload: bytes = message.payload
+        for dialect in self.dialects.values():
+            if isinstance(dialect, HaDiscovery) and dialect.birth(topic, payload):
+                with self.lock:
+                    for device in dialect.devices.values():
+                        for msg in dialect.announce(device):
+                            client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+                return
+            request = dialect.request(topic, payload)
+            if request is not None:
+                if dialect.echoes(topic):
+                    self.echoes += 1
+                break
+        else:
             return
-        command = orjson.loads(message.payload)
-        if self.probe is not None:
-            self.probe.on_command(device_id, command, received)
+        device = request.device
+        if self.probe is not None and request.commands:
+            self.probe.on_command(device.id, request.commands[0], received)
+        if request.invalid:
+            return
         with self.lock:
-            reply = device.apply_command(command)
-        if reply:
+            update: dict[str, Any] | None = {}
+            for command in request.commands:
+                applied = device.apply_command(command)
+                if applied is None:
+                    update = None
+                    break
+                assert update is not None
+                update.update(applied)
+            msgs = request.reply(update)
+        if update:
             # A state a command changed must not be matched to the device's last heartbeat
             # (the hub's mirror publishes changes only, so that heartbeat may be long past),
             # or a command's round trip would count as ingest latency.
-            for key in reply:
-                self.last_pub.pop((device_id, key), None)
-        if reply:
-            client.publish(f"{_PREFIX}/{device_id}/state", orjson.dumps(reply))
+            for key in update:
+                ident = self.hub_ids.get((device.id, key))
+                if ident is not None:
+                    self.last_pub.pop(ident, None)
+        for msg in msgs:
+            client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
             self.replies += 1
 
     def run_load(
@@ -444,6 +496,16 @@ class BenchHome:
         publish = self.client.publish
         devices = self.load_devices
         count = len(devices)
+        # Per device: its dialect's report() and its hub ids by entity key.
+        plans = [
+            (
+                device,
+                self.dialect_of[device.id].report,
+                {key: self.hub_ids.get((device.id, key)) for key in device.entities()},
+            )
+            for device in devices
+        ]
+        last_pub = self.last_pub
         driven = 0
         start = time.monotonic()
         end = start + duration
@@ -455,15 +517,16 @@ class BenchHome:
                 break
             due = int((now - start) * rate)
             while sent < due:
-                device = devices[sent % count]
+                device, report_of, idents = plans[sent % count]
                 with self.lock:
-                    report = device.next_report(time.time(), self.rng)
+                    msg, carried = report_of(device, device.next_report(time.time(), self.rng))
                 t_pub = time.time()
-                for key, body in report.items():
+                for key, body in carried.items():
                     value = _scalar(body)
-                    if value is not None:
-                        self.last_pub[(device.id, key)] = (value, t_pub)
-                publish(f"{_PREFIX}/{device.id}/state", orjson.dumps(report))
+                    ident = idents.get(key)
+                    if value is not None and ident is not None:
+                        last_pub[ident] = (value, t_pub)
+                publish(msg.topic, msg.payload, retain=msg.retain)
                 sent += 1
             if drive is not None:
                 driven += drive(now)
@@ -492,6 +555,7 @@ class Observer:
         self.client.on_message = self._on_message
         self.port = port
         self.issued: dict[str, float] = {}
+        self.issued_dialect: dict[str, str] = {}
         self._last_updated: dict[tuple[str, str], float] = {}
 
     def connect(self) -> None:
@@ -515,11 +579,16 @@ class Observer:
             self._on_state(topic.split("/")[2], message.payload)
         elif topic.endswith("command_confirmed"):
             body = orjson.loads(message.payload)
-            issued = self.issued.pop(body.get("request_id", ""), None)
+            request_id = body.get("request_id", "")
+            issued = self.issued.pop(request_id, None)
+            dialect = self.issued_dialect.pop(request_id, "native")
             if issued is not None and self.measuring:
-                self.seen.command_ms.append((body["confirmed_at"] - issued) * 1000)
+                latency = (body["confirmed_at"] - issued) * 1000
+                self.seen.command_ms.append(latency)
+                self.seen.command_ms_by_dialect[dialect].append(latency)
         elif topic.endswith("command_failed"):
             body = orjson.loads(message.payload)
+            self.issued_dialect.pop(body.get("request_id", ""), None)
             if self.issued.pop(body.get("request_id", ""), None) is not None:
                 self.seen.commands_failed += 1
                 self.seen.failures.append(body.get("reason", ""))
@@ -558,9 +627,10 @@ class Observer:
                 self.seen.state_ms.append((updated - published[1]) * 1000)
                 last_pub.pop(ident, None)
 
-    def issue_command(self, device_id: str, key: str) -> None:
-        """Toggle an entity through the hub's command topic."""
+    def issue_command(self, device_id: str, key: str, dialect: str = "native") -> None:
+        """Toggle an entity through the hub's command topic (the device speaks ``dialect``)."""
         request_id = f"bench-{uuid.uuid4().hex[:12]}"
+        self.issued_dialect[request_id] = dialect
         self.issued[request_id] = time.time()
         body = {"entity": key, "action": "toggle", "id": request_id}
         self.client.publish(f"{_BASE}/devices/{device_id}/set", orjson.dumps(body), qos=1)
@@ -691,6 +761,7 @@ class Step:
     command_ms: list[float]
     commands_failed: int
     floor_ms: list[float]
+    command_ms_by_dialect: dict[str, list[float]] = field(default_factory=dict)
     # The rules scenario (empty or zero otherwise).
     rule_ms: list[float] = field(default_factory=list)
     rule_misses: int = 0
@@ -703,14 +774,22 @@ class Bench:
     """Runs the whole benchmark and returns its report."""
 
     def __init__(
-        self, devices: int, progress: Callable[[str], None], *, rules: int | None = None
+        self,
+        devices: int,
+        progress: Callable[[str], None],
+        *,
+        rules: int | None = None,
+        mixed: bool = False,
     ) -> None:
         self.devices = devices
         self.progress = progress
         self.rules = rules
+        # The firmware scenario: devices speak the firmware dialects through the adapters.
+        self.mixed = mixed
         # Rules are measured as users run them: with the event history recorded.
         self.history = True
         self.plan: RulePlan | None = None
+        self.mix: dict[str, Any] = {}
         self.workdir = Path(tempfile.mkdtemp(prefix="hub-bench-"))
 
     def _write_rules(self, home: BenchHome, count: int) -> RulePlan:
@@ -762,7 +841,7 @@ class Bench:
         loop_thread.start()
         protocol = "5" if broker.supports_mqtt5 else "3.1.1"
         self.progress(f"broker: {broker.describe()}")
-        home = BenchHome(broker.port, protocol, self.devices)
+        home = BenchHome(broker.port, protocol, self.devices, mixed=self.mixed)
         config = self.workdir / "hub.yaml"
         hub = HubProcess(config, self.workdir / "hub.log")
         observer = Observer(broker.port, protocol, home, rules=self.rules is not None)
@@ -773,6 +852,13 @@ class Bench:
                 f"database:\n  url: sqlite+aiosqlite:///{self.workdir / 'bench.db'}\n"
                 "logging:\n  level: warning\n"
             )
+            if self.mixed:
+                text += adapters_config(home)
+                self.mix = firmware_mix(home)
+                self.progress(
+                    "firmware mix (devices, share of messages): "
+                    + ", ".join(f"{name} {n}" for name, n in self.mix["devices"].items())
+                )
             if self.rules is not None:
                 self.plan = self._write_rules(home, self.rules)
                 home.attach_probe(RuleProbe(home, self.plan, RULE_EVENTS_PER_S))
@@ -833,8 +919,9 @@ class Bench:
         """Drive one load level and return its figures."""
         self._settle(observer)
         base_received = observer.seen.stats.get("received", 0)
-        base_sent, base_replies = home.sent, home.replies
+        base_sent, base_replies, base_echoes = home.sent, home.replies, home.echoes
         observer.seen.state_ms, observer.seen.command_ms = [], []
+        observer.seen.command_ms_by_dialect = defaultdict(list)
         observer.seen.commands_failed = 0
         observer.seen.notifications = 0
         probe = home.probe
@@ -843,10 +930,10 @@ class Bench:
         floor = FloorProbe(port, protocol)
         floor.start()
         commandable = [
-            (d.id, key)
+            (*home.hub_ids[(d.id, key)], d.dialect)
             for d in home.devices
             for key, spec in d.config_payload()["entities"].items()
-            if spec["kind"] in ("switch", "light")
+            if spec["kind"] in ("switch", "light") and (d.id, key) in home.hub_ids
         ]
         rng = random.Random(3)
         command_rate = max(5.0, min(50.0, rate / 100))
@@ -870,8 +957,9 @@ class Bench:
         floor.stop()
         sent = home.sent - base_sent
         replies = home.replies - base_replies
+        echoes = home.echoes - base_echoes
         commands = len(observer.seen.command_ms) + observer.seen.commands_failed
-        expected = sent + replies + commands
+        expected = sent + replies + commands + echoes
         received = observer.seen.stats.get("received", 0) - base_received
         return Step(
             rate=rate,
@@ -883,6 +971,9 @@ class Bench:
             cpu_s=cpu,
             state_ms=list(observer.seen.state_ms),
             command_ms=list(observer.seen.command_ms),
+            command_ms_by_dialect={
+                k: list(v) for k, v in observer.seen.command_ms_by_dialect.items()
+            },
             commands_failed=observer.seen.commands_failed,
             floor_ms=list(floor.samples),
             rule_ms=list(probe.samples) if probe is not None else [],
@@ -907,6 +998,36 @@ class Bench:
                 return
             previous = received
             time.sleep(2.1)
+
+
+def adapters_config(home: BenchHome) -> str:
+    """The ``adapters:`` section for the firmware scenario's home (YAML 1.2 reads JSON)."""
+    listed = {
+        name: [d.id for d in home.devices if d.dialect == name] for name in ("tasmota", "shelly")
+    }
+    section = {
+        "zigbee2mqtt": {"base_topic": "zigbee2mqtt"},
+        "ha_discovery": {"prefix": "homeassistant"},
+        "firmware": {
+            "profiles": ["tasmota", "shelly-gen2"],
+            "tasmota": {"devices": [{"topic": i, "id": i} for i in listed["tasmota"]]},
+            "shelly-gen2": {"devices": [{"prefix": i} for i in listed["shelly"]]},
+        },
+    }
+    return f"adapters: {json.dumps(section)}\n"
+
+
+def firmware_mix(home: BenchHome) -> dict[str, Any]:
+    """How many devices speak each dialect (the load reports round-robin over devices, so the
+    message shares are the device shares)."""
+    counts: dict[str, int] = defaultdict(int)
+    for device in home.load_devices:
+        counts[device.dialect] += 1
+    total = max(1, sum(counts.values()))
+    return {
+        "devices": dict(sorted(counts.items())),
+        "message_share": {k: round(v / total, 3) for k, v in sorted(counts.items())},
+    }
 
 
 def _report(
@@ -944,6 +1065,17 @@ def _report(
         "lost": step.lost,
         "state_latency_ms": percentiles(step.state_ms),
         "command_latency_ms": {**percentiles(step.command_ms), "failed": step.commands_failed},
+        **(
+            {
+                "command_latency_by_dialect_ms": {
+                    name: percentiles(samples)
+                    for name, samples in sorted(step.command_ms_by_dialect.items())
+                },
+                "firmware_mix": bench.mix,
+            }
+            if bench is not None and bench.mixed
+            else {}
+        ),
         **rules,
         "cpu_s_per_1k_msgs": round(step.cpu_s / max(1, ingested) * 1000, 4),
         "peak_rss_mb": peak_rss,
@@ -982,7 +1114,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run the benchmark (with ``rules`` generated rules, for the rules scenario) and return
     the JSON report."""
-    bench = Bench(devices, progress, rules=rules)
+    bench = Bench(devices, progress, rules=rules, mixed=scenario == "firmware")
     with bench.environment() as (broker, hub, home, observer, startup):
         protocol = "5" if broker.supports_mqtt5 else "3.1.1"
         if not find_max:
@@ -1046,7 +1178,9 @@ def format_table(report: dict[str, Any]) -> str:
     """Render the report as a small table."""
 
     def lat(name: str) -> str:
-        d = report[name]
+        return lat_of(report[name])
+
+    def lat_of(d: dict[str, Any]) -> str:
         if d.get("p50") is None:
             return "n/a"
         return f"p50 {d['p50']:.2f}  p95 {d.get('p95', 0):.2f}  p99 {d['p99']:.2f} ms"
@@ -1062,6 +1196,14 @@ def format_table(report: dict[str, Any]) -> str:
         (
             "command -> confirmed",
             lat("command_latency_ms") + f"  ({report['command_latency_ms']['failed']} failed)",
+        ),
+        *(
+            [
+                (f"  via {name}", lat_of(report["command_latency_by_dialect_ms"][name]))
+                for name in report["command_latency_by_dialect_ms"]
+            ]
+            if "command_latency_by_dialect_ms" in report
+            else []
         ),
         ("floor (bare paho)", lat("floor_rtt_ms")),
         *(

@@ -115,7 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=float, default=2000.0, help="messages per second (default 2000)"
     )
     bench.add_argument("--duration", type=float, default=20.0, help="seconds of load (default 20)")
-    bench.add_argument("--scenario", default="core", help="load scenario (default core)")
+    bench.add_argument(
+        "--scenario",
+        default="core",
+        help="load scenario: core, rules or firmware (Tasmota, Shelly, Zigbee2MQTT and discovery "
+        "devices through the adapters); default core",
+    )
     bench.add_argument("--rules", type=int, help="rules scenario: how many rules (default 100)")
     bench.add_argument(
         "--max", action="store_true", help="find the highest rate sustained with zero loss"

@@ -1105,7 +1105,7 @@ class HaDiscovery(Dialect):
 
     def report(self, device: SimDevice, state: dict[str, Any]) -> tuple[Msg, dict[str, Any]]:
         body = self._json_state(device, state)
-        return Msg(f"{self.root}/{device.id}/state", orjson.dumps(body), True), state
+        return Msg(f"{self.root}/{device.id}/state", orjson.dumps(body)), state
 
     def goodbye(self, device: SimDevice) -> list[Msg]:
         return [Msg(f"{self.root}/{device.id}/status", b"offline", True, 1)]
