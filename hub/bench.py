@@ -938,11 +938,18 @@ class Bench:
         rng = random.Random(3)
         command_rate = max(5.0, min(50.0, rate / 100))
         next_command = [time.monotonic()]
+        # Commands take turns over the dialects, so each one's latency has samples.
+        by_dialect: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+        for entry in commandable:
+            by_dialect[entry[2]].append(entry)
+        turns = [by_dialect[name] for name in sorted(by_dialect)]
+        turn = [0]
 
         def tick() -> None:
             now = time.monotonic()
-            while next_command[0] <= now and commandable:
-                observer.issue_command(*rng.choice(commandable))
+            while next_command[0] <= now and turns:
+                observer.issue_command(*rng.choice(turns[turn[0] % len(turns)]))
+                turn[0] += 1
                 next_command[0] += 1 / command_rate
 
         observer.measuring = True
