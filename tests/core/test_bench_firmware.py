@@ -19,9 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def firmware_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One short firmware bench at a modest rate, shared by the tests that read its report."""
+    args = ["--scenario", "firmware", "--devices", "60", "--rate", "300", "--duration", "4"]
     result = subprocess.run(
-        [sys.executable, "-m", "hub", "bench", "--scenario", "firmware", "--devices", "60"]
-        + ["--rate", "300", "--duration", "4", "--json"],
+        [sys.executable, "-m", "hub", "bench", *args, "--json"],
         capture_output=True,
         text=True,
         cwd=tmp_path_factory.mktemp("bench"),
