@@ -20,7 +20,7 @@ from sqlalchemy import (
 # The newest migration in migrations/versions. Storage.start() compares the database's
 # alembic_version with this so that an up-to-date database never imports alembic; a test
 # checks it against the migration scripts' real head.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 # Stable constraint names, so that later migrations (batch mode on SQLite) can refer to them.
 NAMING_CONVENTION = {
@@ -180,4 +180,29 @@ event_history = Table(
     Column("key", Text, nullable=True),
     Column("data", JSON, nullable=False),
     Index("ix_event_history_key_ts", "key", "ts"),
+)
+
+# -- notifications (migration 0003) -----------------------------------------------------------
+
+# Every delivery the notification router made or decided against, with its outcome: sent,
+# failed, suppressed (rate limit, duplicate), held for quiet hours (reloaded at start), or a
+# later status from the service's callback.
+notification_deliveries = Table(
+    "notification_deliveries",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("created", Double, nullable=False, index=True),
+    Column("updated", Double, nullable=False),
+    Column("channel", String(64), nullable=False),
+    Column("address", Text, nullable=False),
+    Column("person", ID, nullable=True),
+    Column("title", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("urgent", Boolean, nullable=False),
+    Column("key", Text, nullable=True),
+    Column("status", String(32), nullable=False, index=True),
+    Column("detail", Text, nullable=False),
+    Column("external_id", Text, nullable=True, index=True),
+    Column("attempts", Integer, nullable=False),
+    Column("data", JSON, nullable=False),
 )
