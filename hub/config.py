@@ -32,6 +32,7 @@ from hub.model import (
     EntityKind,
     check_id,
 )
+from hub.notify.config import NotificationsSection, check_notifications
 from hub.secrets import redact, redact_url, register_secret
 from hub.yamlsource import (
     ConfigError,
@@ -456,6 +457,8 @@ class HubConfig(BaseModel):
     )
     adapters: dict[PluginName, PluginSection] = Field(default_factory=dict)
     frontends: dict[PluginName, PluginSection] = Field(default_factory=dict)
+    # Which events are told to whom, and the limits (hub.notify.config).
+    notifications: NotificationsSection = Field(default_factory=NotificationsSection)
     secrets_file: str | None = None
 
     @model_validator(mode="before")
@@ -694,6 +697,7 @@ def _cross_check(data: dict[str, Any], source: SourceDoc) -> list[ConfigIssue]:
                 message = f"no device or entity is tagged {name!r}{suggest(name, tags)}"
                 issues.append(source.issue(path, message, at_value=True, severity="warning"))
     issues.extend(_check_devices(data, areas, source))
+    issues.extend(check_notifications(data, source))
     return issues
 
 

@@ -404,6 +404,12 @@ class Hub:
 
     async def _start_people_services(self) -> None:
         """Start the command layer and the notification router (issue 5: being written)."""
+        # --- notifications (the router: before plug-ins, which register channels with it) ---
+        from hub.notify.router import NotificationRouter
+
+        self.notifier = NotificationRouter(self)
+        await self.notifier.start()
+        # --- end notifications ---
 
     def _write_runtime_file(self) -> None:
         # CLI commands that talk to the running hub (hub rules enable ...) find its broker
@@ -461,6 +467,8 @@ class Hub:
             await self.plugins.stop_all()
         if self.rules is not None:
             await self.rules.stop()
+        if self.notifier is not None:  # after rules and plug-ins: sends in flight finish
+            await self.notifier.stop()
         if self.scenes is not None:  # scenes
             self.scenes.stop()
         self.commands.cancel_all("the hub is shutting down")
