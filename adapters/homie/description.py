@@ -12,8 +12,10 @@ Entities, one per property unless a node looks like a light:
 - boolean: settable → ``switch``, read-only → ``binary_sensor``; non-retained settable →
   ``button`` (press sends ``true``)
 - integer/float → ``sensor`` with the unit; ``Wh``/``kWh``/``MWh`` → ``energy_meter`` in kWh;
-  ``kW`` → ``W``; settable ones are read-only in the hub (it has no "set value" action)
-- enum, string → text ``sensor`` (non-retained read-only enum/string → ``button``: an event)
+  ``kW`` → ``W``; settable → ``number`` (``set_value``) with ``min``/``max``/``step``
+- enum, string → text ``sensor`` (non-retained read-only enum/string → ``button``: an event);
+  a settable enum → ``select`` (``set_value``); settable strings stay read only
+- (``number`` and ``select`` only where the core has them; else they are read-only sensors)
 - color → text ``sensor`` (``rgb,255,0,0``) with ``color_mode`` and ``color`` attributes
 - datetime → ``sensor`` (``timestamp``); duration → ``sensor`` in ``s``; json → ``sensor``
   (``object``/``array``) with the document in the ``value`` attribute
@@ -54,6 +56,10 @@ _UNIT_CLASSES = {
     "ppm": "concentration",
 }
 _BRIGHTNESS_IDS = frozenset({"brightness", "dim", "dimmer", "level", "intensity"})
+# The core's settable number and choice kinds (with the set_value action) are newer than
+# some hubs this adapter may run in; without them settable numbers and enums stay read only.
+NUMBER: EntityKind | None = getattr(EntityKind, "NUMBER", None)
+SELECT: EntityKind | None = getattr(EntityKind, "SELECT", None)
 
 
 class DescriptionError(ValueError):
@@ -348,6 +354,18 @@ def _plan_property(key: str, spec: PropertySpec) -> EntityPlan:
         if spec.choices:
             options["labels"] = {"off": spec.choices[0], "on": spec.choices[1]}
         return EntityPlan(key, kind, name, spec, options=options)
+    if spec.settable and datatype in ("integer", "float") and NUMBER is not None:
+        return EntityPlan(
+            key,
+            NUMBER,
+            name,
+            spec,
+            unit=spec.unit,
+            device_class=_UNIT_CLASSES.get(spec.unit or ""),
+            options=_options(spec, hub_settable=True),
+        )
+    if spec.settable and datatype == "enum" and SELECT is not None:
+        return EntityPlan(key, SELECT, name, spec, options=_options(spec, hub_settable=True))
     options = _options(spec, hub_settable=False)
     if datatype in ("integer", "float"):
         unit = spec.unit
@@ -448,6 +466,11 @@ def command_values(
         if action == "press" and plan.value.settable and plan.value.datatype == "boolean":
             return [(plan.value, True)]
         raise CommandError(f"{plan.value.path} is an event the hub cannot send")
+    if action == "set_value" and plan.kind in (NUMBER, SELECT) and plan.kind is not None:
+        value = params.get("value")
+        if plan.kind is NUMBER and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise CommandError(f"parameter 'value' must be a number, got {value!r}")
+        return [(plan.value, value)]
     if plan.kind not in (EntityKind.SWITCH, EntityKind.LIGHT) or not plan.value.settable:
         raise CommandError(f"{plan.value.path} is read only in the hub")
     if action == "toggle":

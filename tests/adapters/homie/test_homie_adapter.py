@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from conftest import StartHub
 from homie_support import (
     HomieDevice,
@@ -18,6 +19,7 @@ from hubtest import eventually
 from mqttprobe import MqttProbe
 
 from hub.broker import MosquittoBroker
+from hub.commands import CommandError
 from hub.model import EntityKind
 
 
@@ -306,3 +308,52 @@ async def test_broker_restart_resubscribes_and_rereads(
     assert (await device.next_set("light/power"))[0] == b"false"
     await device.publish("light/power", "false")
     assert (await asyncio.wait_for(future, 5)).ok
+
+
+@pytest.mark.skipif(
+    not hasattr(EntityKind, "NUMBER"), reason="the core has no number/select kinds (set_value)"
+)
+async def test_settable_numbers_and_enums_take_set_value(
+    start_hub: StartHub, probe: MqttProbe
+) -> None:
+    thermostat = fixture("thermostat")
+    hub = await start_hub()
+    device = HomieDevice(probe, thermostat["id"])
+    await device.announce(thermostat["description"], thermostat["values"])
+    did = hub_id("hall-thermostat")
+    await eventually(lambda: state(hub, f"{did}.thermostat_label") == "Hall")
+    entities = {e.key: e for e in hub.registry.entities_of(did)}
+    setpoint = entities["thermostat_setpoint"]
+    assert (setpoint.kind, setpoint.unit) == (EntityKind.NUMBER, "°C")
+    assert (setpoint.options["min"], setpoint.options["max"], setpoint.options["step"]) == (
+        5,
+        35,
+        0.5,
+    )
+    assert entities["thermostat_mode"].kind is EntityKind.SELECT
+    assert entities["thermostat_mode"].options["options"] == ["off", "heat", "auto"]
+    # A settable string has no hub action: read only, and it says so.
+    assert entities["thermostat_label"].kind is EntityKind.SENSOR
+    assert entities["thermostat_label"].options["device_settable"] is True
+    assert state(hub, f"{did}.thermostat_setpoint") == 20
+    await eventually(lambda: hub.registry.devices[did].available)
+
+    future = issue(hub, f"{did}.thermostat_setpoint", "set_value", {"value": 21.5})
+    assert await device.next_set("thermostat/setpoint") == (b"21.5", 2, False)
+    await device.publish("thermostat/setpoint", "21.5")
+    assert (await asyncio.wait_for(future, 5)).ok
+    assert state(hub, f"{did}.thermostat_setpoint") == 21.5
+
+    future = issue(hub, f"{did}.thermostat_mode", "set_value", {"value": "auto"})
+    assert await device.next_set("thermostat/mode") == (b"auto", 2, False)
+    await device.publish("thermostat/mode", "auto")
+    assert (await asyncio.wait_for(future, 5)).ok
+
+    # Out of the device's range: refused before anything is sent.
+    with pytest.raises(CommandError, match="between 5 and 35"):
+        issue(hub, f"{did}.thermostat_setpoint", "set_value", {"value": 50})
+    with pytest.raises(CommandError, match="no option"):
+        issue(hub, f"{did}.thermostat_mode", "set_value", {"value": "cool"})
+    await asyncio.sleep(0.2)
+    sets = [m.payload for m in probe.messages if m.topic.endswith("/set")]
+    assert sets == [b"21.5", b"auto"]
