@@ -150,6 +150,12 @@ class PluginContext:
         if self._hub.notifier is not None:
             self._hub.notifier.record_status(delivery_id, ok, detail)
 
+    def report_health(self, healthy: bool, reason: str = "") -> None:
+        """Say whether the plug-in can do its work; False with a clear reason marks it unhealthy
+        (``degraded``) without restarting it, e.g. "SMTP login refused by mail.example.com"."""
+        if self._hub.plugins is not None:
+            self._hub.plugins.report(self.kind, self.name, healthy, reason)
+
     def _track(self, undo: Callable[[], None]) -> Callable[[], None]:
         done = False
 

@@ -89,7 +89,7 @@ class PluginStatus:
 
     name: str
     kind: str
-    state: str = "starting"  # starting, running, restarting, failed, stopped
+    state: str = "starting"  # starting, running, degraded, restarting, failed, stopped
     healthy: bool = False
     restarts: int = 0
     last_error: str = ""
@@ -154,6 +154,16 @@ class PluginManager:
                 self._tasks[key] = asyncio.get_running_loop().create_task(
                     self._supervise(cls, settings, status), name=f"plugin {key}"
                 )
+
+    def report(self, kind: str, name: str, healthy: bool, reason: str = "") -> None:
+        """A running plug-in's own word on its health (e.g. its service refused the login).
+
+        It stays running (and keeps retrying on its own); health shows ``degraded`` and why.
+        """
+        status = self.status.get(f"{kind}:{name}")
+        if status is None or status.state not in ("running", "degraded"):
+            return
+        self._mark(status, "running" if healthy else "degraded", "" if healthy else reason)
 
     def _mark(self, status: PluginStatus, state: str, error: str = "") -> None:
         healthy = state == "running"
