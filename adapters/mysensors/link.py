@@ -79,9 +79,9 @@ class SerialLink:
         port.baudrate = self.baudrate
         port.timeout = READ_TIMEOUT
         port.write_timeout = WRITE_TIMEOUT
+        # What waits in the port's buffer is kept: complete lines are real reports, and half a
+        # line is rejected like any other malformed line.
         port.open()
-        with contextlib.suppress(serial.SerialException, OSError, AttributeError):
-            port.reset_input_buffer()  # half a line left from before is noise
         return port
 
     # ----- the reader thread ------------------------------------------------------------------

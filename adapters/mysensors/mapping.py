@@ -322,6 +322,8 @@ def read_value(plan: EntityPlan, value: Value, payload: str) -> tuple[Any, dict[
         word = "on" if value is Value.V_SCENE_ON else "off"
         return f"scene_{payload.strip()[:20]}_{word}", {}
     if plan.number:
+        if plan.unit == "%":
+            return _percent(payload, what), {}
         return parse_number(payload, what), {}
     return payload, {}
 
