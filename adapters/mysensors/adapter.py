@@ -357,16 +357,26 @@ class MySensors(Plugin):
         except ProtocolError as exc:
             self._reject(line, str(exc))
             return
+        fresh = msg.node_id not in self._nodes
         try:
             self._dispatch(msg)
         except (ProtocolError, InvalidValue, KeyError) as exc:
+            self._forget_if_fresh(msg.node_id, fresh)
             self._reject(line, f"{msg.describe()}: {exc}", "wrong_type")
             return
         except Exception as exc:  # never let one line take the adapter down
             self.context.logger.exception("handling %r failed", line)
+            self._forget_if_fresh(msg.node_id, fresh)
             self._reject(line, f"{type(exc).__name__}: {exc}", "error")
             return
         self.lines += 1
+
+    def _forget_if_fresh(self, node_id: int, fresh: bool) -> None:
+        """A node first heard of in a rejected line is not a node: leave no device behind."""
+        if fresh and node_id in self._nodes:
+            del self._nodes[node_id]
+            if self.device_id(node_id) in self.context.devices:
+                self.context.remove_device(self.device_id(node_id))
 
     def _dispatch(self, msg: Message) -> None:
         if msg.node_id == NO_ID:

@@ -121,13 +121,15 @@ async def test_garbage_lines_are_rejected_counted_and_change_nothing(bench: Benc
         b"x" * 1000 + b"\n",  # no end in sight
         b"1;9;1;0;3;150\n",  # a percentage over 100 (and no entity is made for it)
         b"255;1;1;0;2;1\n",  # a node without an id may only ask for one
+        b"9;1;1;0;2;on\n",  # an unknown node's bad first line leaves no device behind
     ]
     wire.write(b"".join(garbage))
     wire.write(b"1;2;1;0;0;19.5\n")  # a good line after them all still counts
     await eventually(lambda: value(bench, f"{NODE}.temperature_2") == 19.5, 5)
     assert sum(adapter.rejected.values()) == len(garbage)
     assert hub.stats.rejected - rejected_before == len(garbage)
-    assert adapter.rejected["wrong_type"] == 4
+    assert adapter.rejected["wrong_type"] == 5
+    assert "mys_9" not in hub.registry.devices
     after = dict(hub.registry.states)
     assert after.keys() == before.keys()  # no entity appeared
     assert after[f"{NODE}.switch_1"] == before[f"{NODE}.switch_1"]
