@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from hub.conversation.settings import PersonConfig, check_people
 from hub.durations import Duration
 from hub.model import (
     ENTITY_ID_PATTERN,
@@ -457,6 +458,8 @@ class HubConfig(BaseModel):
     )
     adapters: dict[PluginName, PluginSection] = Field(default_factory=dict)
     frontends: dict[PluginName, PluginSection] = Field(default_factory=dict)
+    # Who may talk to the hub through the front-ends (hub.conversation.settings).
+    people: tuple[PersonConfig, ...] = ()
     # Which events are told to whom, and the limits (hub.notify.config).
     notifications: NotificationsSection = Field(default_factory=NotificationsSection)
     secrets_file: str | None = None
@@ -697,6 +700,7 @@ def _cross_check(data: dict[str, Any], source: SourceDoc) -> list[ConfigIssue]:
                 message = f"no device or entity is tagged {name!r}{suggest(name, tags)}"
                 issues.append(source.issue(path, message, at_value=True, severity="warning"))
     issues.extend(_check_devices(data, areas, source))
+    issues.extend(check_people(data, areas, source))
     issues.extend(check_notifications(data, source))
     return issues
 

@@ -410,6 +410,14 @@ class Hub:
         self.notifier = NotificationRouter(self)
         await self.notifier.start()
         # --- end notifications ---
+        # --- the command layer (front-ends hand it every request a person makes) ---
+        from hub.conversation import CommandLayer, People
+
+        self.conversation = CommandLayer(
+            self, People.of(person.to_person() for person in self.config.people)
+        )
+        self.conversation.start()
+        # --- end command layer ---
 
     def _write_runtime_file(self) -> None:
         # CLI commands that talk to the running hub (hub rules enable ...) find its broker
@@ -469,6 +477,8 @@ class Hub:
             await self.rules.stop()
         if self.notifier is not None:  # after rules and plug-ins: sends in flight finish
             await self.notifier.stop()
+        if self.conversation is not None:
+            self.conversation.stop()
         if self.scenes is not None:  # scenes
             self.scenes.stop()
         self.commands.cancel_all("the hub is shutting down")

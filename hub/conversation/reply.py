@@ -69,3 +69,50 @@ class Reply:
         if limit is not None and len(text) > limit:
             text = text[: max(0, limit - 1)].rstrip() + "…"
         return text
+
+
+def reply_to_dict(reply: Reply) -> dict[str, Any]:
+    """A JSON-ready form of a reply (for ``hub ask --json`` and the MQTT request topic)."""
+    return {
+        "status": reply.status.value,
+        "ok": reply.ok,
+        "text": reply.text,
+        "title": reply.title,
+        "fields": [{"name": f.name, "value": f.value, "inline": f.inline} for f in reply.fields],
+        "choices": [
+            {"label": c.label, "command": c.command, "style": c.style} for c in reply.choices
+        ],
+        "actions": [
+            {"label": a.label, "command": a.command, "style": a.style} for a in reply.actions
+        ],
+        "data": dict(reply.data),
+        "language": reply.language,
+    }
+
+
+def reply_from_dict(data: Any) -> Reply:
+    """Rebuild a reply from :func:`reply_to_dict` output (raises ValueError if malformed)."""
+    if not isinstance(data, dict):
+        raise ValueError("a reply must be a JSON object")
+    try:
+        return Reply(
+            status=ReplyStatus(data["status"]),
+            text=str(data.get("text", "")),
+            title=str(data.get("title", "")),
+            fields=tuple(
+                ReplyField(str(f["name"]), str(f["value"]), bool(f.get("inline", True)))
+                for f in data.get("fields", ())
+            ),
+            choices=tuple(
+                ReplyAction(str(c["label"]), str(c["command"]), str(c.get("style", "secondary")))
+                for c in data.get("choices", ())
+            ),
+            actions=tuple(
+                ReplyAction(str(a["label"]), str(a["command"]), str(a.get("style", "secondary")))
+                for a in data.get("actions", ())
+            ),
+            data=dict(data.get("data") or {}),
+            language=str(data.get("language", "en")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed reply: {exc}") from exc
