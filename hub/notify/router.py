@@ -131,6 +131,7 @@ class NotificationRouter:
         self._offline_since: dict[str, float] = {}
         self._offline_told: set[str] = set()
         self._tz = _time_zone(hub)
+        self._config_people: People | None = None
         #: The last deliveries decided, newest last (for tests and `hub demo`'s output).
         self.recent: list[DeliveryRecord] = []
 
@@ -230,6 +231,14 @@ class NotificationRouter:
                 self._store.queue_status(delivery_id, status, detail[:1000], self.clock())
             except Exception:
                 _LOGGER.exception("recording the status of delivery %s failed", delivery_id)
+
+    async def history(self, limit: int = 50) -> list[DeliveryRecord]:
+        """The newest recorded deliveries, newest first (what is queued is written first)."""
+        storage = self.hub.storage
+        if self._store is None or storage is None:
+            return list(reversed(self.recent))[:limit]
+        await storage.flush()
+        return await self._store.recent(limit=limit)
 
     # ----- bus listeners (never raise) ---------------------------------------------------------
 
@@ -799,7 +808,13 @@ class NotificationRouter:
 
     def _people(self) -> People:
         conversation = self.hub.conversation
-        return conversation.people if conversation is not None else People()
+        if conversation is not None:
+            return conversation.people
+        if self._config_people is None:
+            # No command layer (e.g. a hub started without it): the people of hub.yaml.
+            configured = getattr(self.hub.config, "people", ())
+            self._config_people = People.of(p.to_person() for p in configured)
+        return self._config_people
 
     def _device_name(self, device_id: str) -> str:
         device = self.hub.registry.devices.get(device_id)
