@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from hub.conversation import CommandLayer
+    from hub.conversation.layer import IntentHandler
     from hub.core import Hub
     from hub.mqtt import MessageHandler
     from hub.notify import NotificationChannel
@@ -149,6 +150,15 @@ class PluginContext:
         """Record what later became of a delivery (e.g. an SMS status callback)."""
         if self._hub.notifier is not None:
             self._hub.notifier.record_status(delivery_id, ok, detail)
+
+    def register_intent(self, name: str, handler: IntentHandler) -> Callable[[], None]:
+        """Answer the command layer's intent ``name`` (e.g. ``speedtest``) with ``handler``.
+
+        The handler gets an ``IntentCall`` (person, slots, language, context) after the
+        person's permission was checked, and returns a ``Reply``; raises ValueError if the
+        intent already has a handler.
+        """
+        return self._track(self.conversation.register_intent(name, handler))
 
     def report_health(self, healthy: bool, reason: str = "") -> None:
         """Say whether the plug-in can do its work; False with a clear reason marks it unhealthy

@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hub.scenes import add_parser as add_scene_parser  # `hub scene ...`
 
     add_scene_parser(sub, _add_config, _add_json)
+    from hub.conversation.cli import add_parser as add_ask_parser  # `hub ask ...`
+
+    add_ask_parser(sub, _add_config, _add_json)
     return parser
 
 
@@ -573,6 +576,13 @@ def cmd_scene(args: argparse.Namespace) -> int:
     return scene_main(args)
 
 
+def cmd_ask(args: argparse.Namespace) -> int:
+    """``hub ask TEXT --as PERSON``."""
+    from hub.conversation.cli import cmd_ask as ask_main
+
+    return ask_main(args)
+
+
 COMMANDS = {
     "run": cmd_run,
     "demo": cmd_demo,
@@ -583,6 +593,7 @@ COMMANDS = {
     "rules": cmd_rules,
     "why": cmd_why,
     "scene": cmd_scene,
+    "ask": cmd_ask,
 }
 
 
