@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from hub.bus import Listener
 from hub.commands import Command, CommandError, CommandResult, Dialect
 from hub.config import validate_model
+from hub.durations import Duration
 from hub.events import Event
 from hub.model import (
     NUMERIC_ATTRIBUTES,
@@ -50,6 +51,7 @@ __all__ = [
     "Context",
     "Device",
     "Dialect",
+    "Duration",
     "Entity",
     "EntityKind",
     "InvalidValue",
