@@ -1,0 +1,62 @@
+"""Fixtures for the SMS suites: the Twilio stand-in and a hub running the SMS front-end."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+# The scripted conversation lives beside the command layer's suite.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "conversation"))
+
+from smstest import (
+    UNREACHABLE,
+    HubFactory,
+    SmsSetup,
+    hub_config,
+    record_layer,
+    running_plugin,
+)
+
+from frontends.sms.standin import TwilioStandin
+from hub.config import load_config
+from hub.core import Hub
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[TwilioStandin]:
+    """The Twilio stand-in on a free loopback port."""
+    async with TwilioStandin(
+        unreachable=frozenset({UNREACHABLE}), invalid=frozenset({"+15550000666"})
+    ) as twilio:
+        yield twilio
+
+
+@pytest.fixture
+async def hub_factory() -> AsyncIterator[HubFactory]:
+    """Start hubs from config files; every hub started is stopped at the end."""
+    started: list[Hub] = []
+
+    async def make(config_path: Path) -> Hub:
+        loaded = load_config(config_path)
+        hub = Hub(loaded.config, config_path=loaded.path, source=loaded.source)
+        await hub.start()
+        started.append(hub)
+        return hub
+
+    yield make
+    for hub in started:
+        if hub.started:
+            await hub.stop()
+
+
+@pytest.fixture
+async def sms(
+    tmp_path: Path, mqtt_url: str, standin: TwilioStandin, hub_factory: HubFactory
+) -> SmsSetup:
+    """A hub with the scripted household's people and the SMS front-end, running."""
+    hub = await hub_factory(hub_config(tmp_path, mqtt_url, standin))
+    plugin = await running_plugin(hub)
+    return SmsSetup(hub, plugin, standin, record_layer(hub))
