@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ ACTIONS: dict[EntityKind, tuple[str, ...]] = {
     EntityKind.CLIMATE: ("set_temperature", "set_mode", "turn_on", "turn_off"),
     EntityKind.LOCK: ("lock", "unlock"),
     EntityKind.BUTTON: ("press",),
+    EntityKind.NUMBER: ("set_value",),
+    EntityKind.SELECT: ("set_value",),
     EntityKind.SENSOR: (),
     EntityKind.BINARY_SENSOR: (),
     EntityKind.ENERGY_METER: (),
@@ -104,6 +107,7 @@ def expectation_for(
         "temperature",
         "mode",
         "color",
+        "value",
     }
     unknown = set(params) - known
     if unknown:
@@ -150,11 +154,42 @@ def expectation_for(
                 f"parameter 'mode' must be one of {', '.join(sorted(CLIMATE_MODES))}, got {mode!r}"
             )
         return lambda value, attrs: value == mode
+    if action == "set_value":
+        return _set_value(entity, params)
     if action == "lock":
         return lambda value, attrs: value == "locked"
     if action == "unlock":
         return lambda value, attrs: value == "unlocked"
     return None  # press: a button has no state to confirm
+
+
+def _set_value(entity: Entity, params: Mapping[str, Any]) -> Expectation:
+    """Check ``value`` against a number's min/max/step or a select's options."""
+    value = params.get("value")
+    if entity.kind is EntityKind.SELECT:
+        choices = entity.options.get("options")
+        if not isinstance(value, str):
+            raise CommandError(f"parameter 'value' must be one of the options, got {value!r}")
+        if isinstance(choices, list) and value not in choices:
+            offer = ", ".join(map(str, choices))
+            raise CommandError(f"{entity.id} has no option {value!r}; its options are {offer}")
+        return lambda reported, attrs: reported == value
+    options = entity.options
+    low = options.get("min")
+    high = options.get("max")
+    low = float(low) if isinstance(low, int | float) else -math.inf
+    high = float(high) if isinstance(high, int | float) else math.inf
+    target = _number_param(params, "value", low, high)
+    step = options.get("step")
+    if isinstance(step, int | float) and step > 0 and math.isfinite(low):
+        steps = (target - low) / step
+        if abs(steps - round(steps)) > 1e-6:
+            raise CommandError(
+                f"parameter 'value' must be {low:g} plus a multiple of {step:g}, got {target:g}"
+            )
+    # A device may round to its own resolution: half a step (or a millionth) is close enough.
+    tolerance = step / 2 if isinstance(step, int | float) and step > 0 else 1e-6
+    return lambda reported, attrs: _close(reported, target, tolerance)
 
 
 def commanded_state(
@@ -187,6 +222,8 @@ def commanded_state(
         return params.get("mode"), {}
     if action in ("lock", "unlock"):
         return ("locked" if action == "lock" else "unlocked"), {}
+    if action == "set_value":
+        return params.get("value"), {}
     return None
 
 

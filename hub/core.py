@@ -32,6 +32,7 @@ from hub.model import (
     Context,
     Device,
     Entity,
+    EntityKind,
     Group,
     InvalidValue,
     Origin,
@@ -125,6 +126,10 @@ class Hub:
             normalised = current.value
         else:
             normalised = coerce_value(entity.kind, value, numeric=entity.unit is not None)
+            if entity.kind is EntityKind.SELECT:
+                choices = entity.options.get("options")
+                if isinstance(choices, list) and normalised not in choices:
+                    raise InvalidValue(f"{normalised[:40]!r} is not one of {entity.id}'s options")
         return normalised, coerce_attributes(attributes) if attributes else {}
 
     def apply_state(

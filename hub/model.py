@@ -119,6 +119,8 @@ class EntityKind(StrEnum):
     LOCK = "lock"
     ENERGY_METER = "energy_meter"
     BUTTON = "button"
+    NUMBER = "number"  # a settable number: options min, max, step
+    SELECT = "select"  # a settable choice: options["options"] lists the choices
 
 
 ON_OFF = frozenset({"on", "off"})
@@ -198,6 +200,12 @@ def coerce_value(kind: EntityKind, value: Any, *, numeric: bool = False) -> Any:
         return _one_of(value, LOCK_STATES)
     if kind is EntityKind.CLIMATE:
         return _one_of(value, CLIMATE_MODES)
+    if kind is EntityKind.NUMBER:
+        return _number(value)
+    if kind is EntityKind.SELECT:
+        if isinstance(value, str) and len(value) <= 255:
+            return value
+        raise InvalidValue(f"expected one of the options as text, got {value!r}")
     if kind is EntityKind.BUTTON:
         if isinstance(value, str) and len(value) <= 64:
             return value  # the last press event, e.g. "single" or "double"

@@ -199,6 +199,7 @@ def parse_device_config(device_id: str, data: Any, prefix: str) -> tuple[Device,
             if spec.get(name) is not None and not isinstance(spec[name], str):
                 raise ValueError(f"device config: entity {key!r}: {name!r} must be a string")
         name = spec.get("name") or f"{data.get('name') or device_id} {key.replace('_', ' ')}"
+        options = _entity_options(key, kind, spec)
         entities.append(
             Entity(
                 id=f"{device_id}.{key}",
@@ -208,6 +209,7 @@ def parse_device_config(device_id: str, data: Any, prefix: str) -> tuple[Device,
                 name=name,
                 unit=spec.get("unit"),
                 device_class=spec.get("device_class"),
+                options=options,
             )
         )
     device = Device(
@@ -223,3 +225,33 @@ def parse_device_config(device_id: str, data: Any, prefix: str) -> tuple[Device,
         native={"topic": f"{prefix}/{device_id}"},
     )
     return device, entities
+
+
+def _entity_options(key: str, kind: EntityKind, spec: dict[str, Any]) -> dict[str, Any]:
+    """A number's ``min``/``max``/``step`` or a select's ``options``, checked."""
+    options: dict[str, Any] = {}
+    if kind is EntityKind.NUMBER:
+        for name in ("min", "max", "step"):
+            value = spec.get(name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"device config: entity {key!r}: {name!r} must be a number")
+            options[name] = value
+        if "min" in options and "max" in options and options["min"] > options["max"]:
+            raise ValueError(f"device config: entity {key!r}: 'min' is above 'max'")
+        if options.get("step", 1) <= 0:
+            raise ValueError(f"device config: entity {key!r}: 'step' must be above 0")
+    elif kind is EntityKind.SELECT:
+        choices = spec.get("options")
+        if (
+            not isinstance(choices, list)
+            or not choices
+            or len(choices) > 256
+            or not all(isinstance(c, str) and 0 < len(c) <= 255 for c in choices)
+        ):
+            raise ValueError(
+                f"device config: entity {key!r}: 'options' must be a list of 1-256 texts"
+            )
+        options["options"] = list(choices)
+    return options

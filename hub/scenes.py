@@ -332,6 +332,10 @@ def commands_for(
         if state == "unlocked":
             return [("unlock", {})]
         raise CommandError(f"{entity.id} is a lock: its state is 'locked' or 'unlocked'")
+    if kind in (EntityKind.NUMBER, EntityKind.SELECT):
+        if state is None:
+            raise CommandError(f"{entity.id} is a {kind.value}: give its value")
+        return [("set_value", {"value": state})]
     raise CommandError(f"{entity.id} is a {kind.value} and cannot be set by a scene")
 
 

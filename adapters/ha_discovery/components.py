@@ -18,8 +18,9 @@ Mapping to the hub's entity kinds (Home Assistant defaults apply to every missin
 ``climate``             ``climate`` (mode, target and current temperature, power topics)
 ``lock``                ``lock``
 ``button``              ``button`` (``press``)
-``number``, ``select``  ``sensor`` with the range or the option list in the entity's options;
-                        read only, as the hub has no action to set a value (see the README)
+``number``              ``number`` (``min``/``max``/``step`` in the entity's options;
+                        ``set_value`` renders ``command_template`` to ``command_topic``)
+``select``              ``select`` (``options`` in the entity's options; ``set_value`` too)
 ======================  ===================================================================
 """
 
@@ -738,29 +739,36 @@ def _build_button(component: Component, options: _Options, bindings: list[Bindin
 
 
 def _build_number(component: Component, options: _Options, bindings: list[Binding]) -> None:
+    component.kind = EntityKind.NUMBER
     component.options["command_topic"] = options.topic("command_topic", required=True)
     low, high = options.number("min", 1), options.number("max", 100)
     if low > high:
         raise options.error("'min' must not be above 'max'")
-    component.options.update(
-        {"min": low, "max": high, "step": options.number("step", 1), "settable": False}
-    )
+    step = options.number("step", 1)
+    if step <= 0:
+        raise options.error("'step' must be above 0")
+    component.options.update({"min": low, "max": high, "step": step})
     component.unit = options.text("unit_of_measurement") or None
     component.numeric = True
+    _command_templates(component, options, "command_template")
     state_topic = options.topic("state_topic")
     if state_topic is not None:
         bindings.append(Binding(state_topic, "state", options.template("value_template")))
+    component.optimistic = options.flag("optimistic", state_topic is None)
 
 
 def _build_select(component: Component, options: _Options, bindings: list[Binding]) -> None:
+    component.kind = EntityKind.SELECT
     component.options["command_topic"] = options.topic("command_topic", required=True)
     choices = options.strings("options")
     if not choices:
         raise options.error("'options' must be a non-empty list of strings")
-    component.options.update({"options": choices, "settable": False})
+    component.options["options"] = choices
+    _command_templates(component, options, "command_template")
     state_topic = options.topic("state_topic")
     if state_topic is not None:
         bindings.append(Binding(state_topic, "state", options.template("value_template")))
+    component.optimistic = options.flag("optimistic", state_topic is None)
 
 
 _BUILDERS: Final = {
@@ -1041,11 +1049,36 @@ def build_command(
         topic = _need(component, "command_topic", action)
         payload = _render_command(component, "command_template", opts["payload_press"])
         return [Publish(topic, payload)], None
+    if platform in ("number", "select") and action == "set_value":
+        return _set_value_command(component, params.get("value"))
     if platform == "cover":
         return _cover_command(component, action, params)
     if platform == "climate":
         return _climate_command(component, action, params)
     raise CommandError(f"{platform} {component.object_id} cannot {action}")
+
+
+def _set_value_command(component: Component, value: Any) -> tuple[list[Publish], Update | None]:
+    """A number's or select's new value, through ``command_template`` as Home Assistant does
+    (a whole number is sent without a decimal point: ``21``, not ``21.0``)."""
+    opts = component.options
+    topic = _need(component, "command_topic", "set a value")
+    if component.platform == "select":
+        if value not in opts["options"]:
+            raise CommandError(f"select {component.object_id} has no option {value!r}")
+        return [Publish(topic, _render_command(component, "command_template", value))], Update(
+            value
+        )
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise CommandError(f"number {component.object_id}: {value!r} is not a number")
+    if not opts["min"] <= value <= opts["max"]:
+        raise CommandError(
+            f"number {component.object_id} accepts {opts['min']:g} to {opts['max']:g}, "
+            f"not {value:g}"
+        )
+    number = _format_number(value)
+    payload = _render_command(component, "command_template", number)
+    return [Publish(topic, payload)], Update(number)
 
 
 def _basic_light_command(

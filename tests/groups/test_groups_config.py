@@ -90,7 +90,8 @@ def test_customisation_errors_point_at_the_line_with_suggestions(tmp_path: Path)
         f"{path}:16:30: groups[0].members[1]: unknown member kind 'tags' in 'tags:outdoor': use "
         "entity:, device:, group:, area: or tag: (did you mean 'tag'?)",
         f"{path}:17:11: groups[0].kind: expected one of 'switch', 'light', 'sensor', "
-        "'binary_sensor', 'cover', 'climate', 'lock', 'energy_meter', 'button', got 'lights' "
+        "'binary_sensor', 'cover', 'climate', 'lock', 'energy_meter', 'button', 'number', "
+        "'select', got 'lights' "
         "(did you mean 'light'?)",
     ]
 

@@ -9,7 +9,9 @@ exactly the message that firmware expects.
 from __future__ import annotations
 
 import json
+import re
 
+import pytest
 from conftest import StartHub
 from hadisc_support import (
     adapter_running,
@@ -25,6 +27,7 @@ from hadisc_support import (
 )
 from mqttprobe import MqttProbe
 
+from hub.commands import CommandError
 from hub.model import EntityKind
 
 
@@ -389,12 +392,14 @@ async def test_zigbee2mqtt_climate_lock_cover(start_hub: StartHub, device: MqttP
     await eventually(lambda: state(hub, f"{lock}.lock") == "locked")
     await eventually(lambda: state(hub, f"{curtain}.cover") == "open")
     assert attrs(hub, f"{curtain}.cover") == {"position": 100}
-    # number and select: read-only sensors carrying their range and options.
+    # number and select: settable, with their range and options.
     calibration = hub.registry.entities[f"{trv}.local_temperature_calibration"]
-    assert calibration.kind is EntityKind.SENSOR
-    assert calibration.options["min"] == -12.8
+    assert calibration.kind is EntityKind.NUMBER
+    assert (calibration.options["min"], calibration.options["max"]) == (-12.8, 12.7)
+    assert calibration.options["step"] == 0.1
     assert state(hub, f"{trv}.local_temperature_calibration") == -1.5
     keypad = hub.registry.entities[f"{trv}.keypad_lockout"]
+    assert keypad.kind is EntityKind.SELECT
     assert keypad.options["options"] == ["unlock", "lock1"]
     assert state(hub, f"{trv}.keypad_lockout") == "unlock"
 
@@ -418,6 +423,39 @@ async def test_zigbee2mqtt_climate_lock_cover(start_hub: StartHub, device: MqttP
         {**z2m["states"]["zigbee2mqtt/Bedroom TRV"], "system_mode": "off", "running_state": "idle"},
     )
     assert (await future).ok
+
+    # set_value: the number's and the select's own command topics, confirmed by the report.
+    trv_state = {**z2m["states"]["zigbee2mqtt/Bedroom TRV"], "system_mode": "off"}
+    future = issue(hub, f"{trv}.local_temperature_calibration", "set_value", {"value": -1})
+    topic = "zigbee2mqtt/Bedroom TRV/set/local_temperature_calibration"
+    assert await wait_message(device, topic) == b"-1"
+    trv_state["local_temperature_calibration"] = -1
+    await publish(device, "zigbee2mqtt/Bedroom TRV", trv_state)
+    assert (await future).ok
+    future = issue(hub, f"{trv}.local_temperature_calibration", "set_value", {"value": 2.3})
+    assert await wait_message(device, topic) == b"2.3"
+    trv_state["local_temperature_calibration"] = 2.3
+    await publish(device, "zigbee2mqtt/Bedroom TRV", trv_state)
+    assert (await future).ok
+    assert state(hub, f"{trv}.local_temperature_calibration") == 2.3
+    future = issue(hub, f"{trv}.keypad_lockout", "set_value", {"value": "lock1"})
+    assert await wait_message(device, "zigbee2mqtt/Bedroom TRV/set/keypad_lockout") == b"lock1"
+    trv_state["keypad_lockout"] = "lock1"
+    await publish(device, "zigbee2mqtt/Bedroom TRV", trv_state)
+    assert (await future).ok
+    # Out of range, off the step, or not an option: refused before anything is sent.
+    for entity, value, reason in (
+        ("local_temperature_calibration", 20, "between -12.8 and 12.7, got 20"),
+        ("local_temperature_calibration", 0.25, "-12.8 plus a multiple of 0.1, got 0.25"),
+        ("keypad_lockout", "lock9", "has no option 'lock9'; its options are unlock, lock1"),
+    ):
+        with pytest.raises(CommandError, match=re.escape(reason)):
+            issue(hub, f"{trv}.{entity}", "set_value", {"value": value})
+    await settle()
+    sent = [
+        m.payload for m in device.messages if m.topic.startswith("zigbee2mqtt/Bedroom TRV/set/")
+    ]
+    assert sent == [b"21.5", b"off", b"-1", b"2.3", b"lock1"]
 
     future = issue(hub, f"{lock}.lock", "unlock")
     assert await wait_message(device, "zigbee2mqtt/Front door/set") == b"UNLOCK"

@@ -251,10 +251,10 @@ def test_interpret_skips_what_a_message_does_not_say() -> None:
     assert interpret(sensor, "state", "  ") is None
 
 
-def test_number_and_select_are_read_only_sensors() -> None:
+def test_number_and_select_are_settable_with_their_range_and_options() -> None:
     number = make("number", {"cmd_t": "a/set", "stat_t": "a", "min": 0, "max": 10})
-    assert number.kind is EntityKind.SENSOR
-    assert number.options["settable"] is False
+    assert number.kind is EntityKind.NUMBER
+    assert (number.options["min"], number.options["max"], number.options["step"]) == (0, 10, 1)
     assert interpret(number, "state", "7").value == 7  # type: ignore[union-attr]
     with pytest.raises(StateError):
         interpret(number, "state", "11")
@@ -264,6 +264,34 @@ def test_number_and_select_are_read_only_sensors() -> None:
         interpret(select, "state", "maybe")
     with pytest.raises(ConfigError):
         make("select", {"cmd_t": "a/set", "stat_t": "a", "ops": []})
+    assert select.kind is EntityKind.SELECT
+    with pytest.raises(ConfigError, match="'step' must be above 0"):
+        make("number", {"cmd_t": "a/set", "step": 0})
+
+
+def test_set_value_renders_the_command_template_like_home_assistant() -> None:
+    # A whole number goes without a decimal point, as Home Assistant sends it.
+    number = make("number", {"cmd_t": "n/set", "min": -5, "max": 5, "step": 0.5})
+    assert number.optimistic  # no state topic: the hub reports what it sent
+    messages, update = build_command(number, "set_value", {"value": 2.0}, None)
+    assert [(m.topic, m.payload) for m in messages] == [("n/set", "2")]
+    assert update is not None
+    assert update.value == 2
+    templated = make(
+        "number",
+        {"cmd_t": "n/set", "stat_t": "n", "cmd_tpl": '{"level": {{ value }}}', "max": 255},
+    )
+    messages, _ = build_command(templated, "set_value", {"value": 1.5}, None)
+    assert [m.payload for m in messages] == ['{"level": 1.5}']
+    with pytest.raises(CommandError, match="accepts 1 to 255, not 300"):
+        build_command(templated, "set_value", {"value": 300}, None)
+    select = make(
+        "select", {"cmd_t": "s/set", "ops": ["eco", "comfort"], "cmd_tpl": "M{{ value }}"}
+    )
+    messages, update = build_command(select, "set_value", {"value": "eco"}, None)
+    assert [(m.topic, m.payload) for m in messages] == [("s/set", "Meco")]
+    with pytest.raises(CommandError, match="no option 'boost'"):
+        build_command(select, "set_value", {"value": "boost"}, None)
 
 
 def test_cover_positions_follow_position_open_and_closed() -> None:
