@@ -46,6 +46,7 @@ async def start(
     await asyncio.to_thread(probe.subscribe, f"{adapter.base}/#")
     prefix = hub.config.hub.device_topic
     await asyncio.to_thread(probe.subscribe, f"{prefix}/+/set")
+    await asyncio.to_thread(probe.subscribe, f"{hub.base_topic}/groups/#")
     bridge = FakeBridge(probe, adapter.base)
     await asyncio.to_thread(bridge.start)
     lamp = {"name": "Floor lamp", "entities": {"light": {"kind": "light"}}}
@@ -104,6 +105,18 @@ async def test_a_hub_group_matching_a_zigbee_group_is_one_native_message(
         }
         assert len({r.command_id for r in results}) == 3
         assert sets(probe, f"{base}/bulb/set") == sets(probe, f"{base}/bulb_2/set") == []
+
+        # Both the hub.yaml group and the one the adapter registered publish their state.
+        def group_state(group_id: str) -> Any:
+            topic = f"{hub.base_topic}/groups/{group_id}/state"
+            found = [json.loads(m.payload) for m in probe.messages if m.topic == topic]
+            return found[-1] if found else None
+
+        zigbee_group = adapter_of(hub).hub_group_id("living/lights")
+        assert zigbee_group is not None
+        await eventually(lambda: (group_state("living") or {}).get("on") == 3)
+        await eventually(lambda: (group_state(zigbee_group) or {}).get("members") == 2)
+        assert group_state(zigbee_group)["state"] == "on"
     finally:
         await asyncio.to_thread(bridge.clear_retained)
 
