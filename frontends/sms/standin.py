@@ -127,6 +127,9 @@ class TwilioStandin:
         self.sent: list[SentMessage] = []
         self.callbacks: list[Callback] = []
         self.rejected: list[tuple[int, int]] = []  # (HTTP status, Twilio code) of refused calls
+        #: The reverse proxy in front of the hub: a public URL prefix -> where it really goes.
+        #: Requests are signed for the public URL and sent to the other.
+        self.routes: dict[str, str] = {}
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -326,7 +329,9 @@ class TwilioStandin:
         headers: Mapping[str, str] | None = None,
         raw: bytes | None = None,
     ) -> HubAnswer:
-        """POST a form to the hub, signed for ``signed_url`` (default ``url``) like Twilio.
+        """POST a form to ``url`` (through :attr:`routes`), signed like Twilio signs it.
+
+        The signature is for ``signed_url`` (default: ``url``, as Twilio does).
 
         ``signature=None`` sends none; another text sends that text instead of the real one;
         ``raw`` sends those bytes as the body (still signed over ``params``).
@@ -336,6 +341,7 @@ class TwilioStandin:
         sent_headers = {"Content-Type": "application/x-www-form-urlencoded"}
         if signature == "":
             signature = self.sign(signed_url or url, params)
+        url = self.route(url)
         if signature is not None:
             sent_headers["X-Twilio-Signature"] = signature
         sent_headers.update(headers or {})
@@ -350,6 +356,13 @@ class TwilioStandin:
         if status == 200 and text.lstrip().startswith("<?xml"):
             messages = twiml_messages(text)
         return HubAnswer(status, text, messages)
+
+    def route(self, url: str) -> str:
+        """Where a request for ``url`` really goes (see :attr:`routes`)."""
+        for public, local in self.routes.items():
+            if url == public or url.startswith(public.rstrip("/") + "/"):
+                return local.rstrip("/") + url[len(public.rstrip("/")) :]
+        return url
 
     def inbound_params(
         self, from_: str, body: str, *, to: str | None = None, sid: str | None = None
@@ -383,8 +396,8 @@ class TwilioStandin:
     ) -> HubAnswer:
         """Play an SMS from ``from_`` to the hub's webhook at ``url``, signed like Twilio.
 
-        ``signed_url`` is the public URL Twilio was told to call (behind a reverse proxy it is
-        not the address the request finally reaches).
+        ``url`` is the public URL Twilio was told to call; :attr:`routes` say where it really
+        goes (behind a reverse proxy that is not the address Twilio signs).
         """
         return await self.post(url, self.inbound_params(from_, body), signed_url=signed_url)
 
@@ -393,17 +406,19 @@ async def _main(args: argparse.Namespace) -> None:
     async with TwilioStandin(
         args.account_sid, args.auth_token, (args.number,), port=args.port
     ) as standin:
+        public = args.public_url.rstrip("/")
+        standin.routes[public] = args.hub
         print(f"Twilio stand-in at {standin.url} (account {standin.account_sid})")
-        if args.webhook:
-            print(f"type 'FROM TEXT' to text {args.webhook}, e.g. '+15550000001 status'")
+        print(f"texts go to {public}/sms/inbound, which is {args.hub}/sms/inbound")
+        print("type 'NUMBER TEXT', e.g. '+15550000001 status of the kitchen'")
         loop = asyncio.get_running_loop()
         while True:
             line = await loop.run_in_executor(None, sys.stdin.readline)
             if not line:
                 return
             sender, _, text = line.strip().partition(" ")
-            if args.webhook and sender:
-                answer = await standin.text_hub(args.webhook, sender, text, signed_url=args.signed)
+            if sender:
+                answer = await standin.text_hub(f"{public}/sms/inbound", sender, text)
                 print(answer.message or f"(HTTP {answer.status}, no answer)")
             for message in standin.sent:
                 print(f"sent to {message.to}: {message.body} {message.statuses}")
@@ -411,16 +426,16 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the stand-in until stdin closes; lines 'FROM TEXT' are texted to the webhook."""
+    """Run the stand-in until stdin closes; lines 'NUMBER TEXT' are texted to the hub."""
     parser = argparse.ArgumentParser(prog="python -m frontends.sms.standin", description=__doc__)
-    parser.add_argument("--port", type=int, default=8125)
+    parser.add_argument("--port", type=int, default=8125, help="the API's port (api_base)")
     parser.add_argument("--account-sid", default=DEMO_ACCOUNT_SID)
     parser.add_argument("--auth-token", default=DEMO_AUTH_TOKEN)
     parser.add_argument("--number", default=DEMO_NUMBER, help="the account's Twilio number")
+    parser.add_argument("--public-url", default="https://hub.example.com", help="as in hub.yaml")
     parser.add_argument(
-        "--webhook", help="the hub's inbound webhook, e.g. http://127.0.0.1:8124/sms/inbound"
+        "--hub", default="http://127.0.0.1:8124", help="where the SMS front-end listens"
     )
-    parser.add_argument("--signed", help="the public URL to sign for (default: --webhook)")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_main(parser.parse_args(argv)))
 

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
-# The scripted conversation lives beside the command layer's suite.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "conversation"))
-
 from smstest import (
+    PUBLIC_URL,
     UNREACHABLE,
     HubFactory,
     SmsSetup,
@@ -59,4 +55,6 @@ async def sms(
     """A hub with the scripted household's people and the SMS front-end, running."""
     hub = await hub_factory(hub_config(tmp_path, mqtt_url, standin))
     plugin = await running_plugin(hub)
+    # The reverse proxy: Twilio calls the public URL, the hub listens on loopback.
+    standin.routes[PUBLIC_URL] = f"http://127.0.0.1:{plugin.port}"
     return SmsSetup(hub, plugin, standin, record_layer(hub))

@@ -54,7 +54,7 @@ def sms_yaml(standin: TwilioStandin, **overrides: Any) -> str:
 
 def hub_config(tmp_path: Path, mqtt_url: str, standin: TwilioStandin, **overrides: Any) -> Path:
     """A hub.yaml with the scripted household's people, the demo areas and scenes, and SMS."""
-    from script import PEOPLE_YAML
+    from conversation.script import PEOPLE_YAML
 
     scenes = tmp_path / "scenes"
     if not scenes.exists():
@@ -93,9 +93,7 @@ class SmsSetup:
     async def text(self, sender: str, body: str) -> HubAnswer:
         """Text the hub from ``sender`` (a person id or a number) through the stand-in."""
         number = PHONES.get(sender, sender)
-        return await self.standin.text_hub(
-            self.inbound_url, number, body, signed_url=f"{PUBLIC_URL}/sms/inbound"
-        )
+        return await self.standin.text_hub(f"{PUBLIC_URL}/sms/inbound", number, body)
 
     def health(self) -> dict[str, Any]:
         """The front-end's health as the hub reports it."""
