@@ -95,6 +95,11 @@ class SmsSetup:
         number = PHONES.get(sender, sender)
         return await self.standin.text_hub(f"{PUBLIC_URL}/sms/inbound", number, body)
 
+    def state(self, entity_id: str) -> object:
+        """An entity's current value (None before its first report)."""
+        state = self.hub.registry.states.get(entity_id)
+        return None if state is None else state.value
+
     def health(self) -> dict[str, Any]:
         """The front-end's health as the hub reports it."""
         assert self.hub.plugins is not None

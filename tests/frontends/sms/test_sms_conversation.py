@@ -29,6 +29,7 @@ ENTITIES = (
     "living_room_light.light",
     "living_room_tv_plug.switch",
     "front_door_lock.lock",
+    "bedroom_light.light",
 )
 
 
@@ -70,3 +71,28 @@ async def test_the_scripted_conversation_by_sms(home: SmsSetup) -> None:
     # The state the kitchen light is in was caused by Alice, by SMS.
     state = home.hub.registry.states["kitchen_light.light"]
     assert any("alice" in c.describe() and "sms" in c.describe() for c in state.context.chain())
+
+
+async def test_a_question_is_answered_by_texting_the_number_of_a_choice(home: SmsSetup) -> None:
+    asked = await home.text("alice", "turn on the light")
+    lines = asked.message.splitlines()
+    numbered = {line.partition(". ")[2]: line.partition(". ")[0] for line in lines if ". " in line}
+    assert "Bedroom light" in numbered, asked.message
+    assert home.layer.replies[-1].status is ReplyStatus.ASK
+    # Someone else's number does not pick from Alice's question.
+    other = await home.text("bob", numbered["Bedroom light"])
+    assert home.layer.requests[-1].text == numbered["Bedroom light"]
+    assert home.layer.replies[-1].status is not ReplyStatus.DONE, other.message
+    assert home.state("bedroom_light.light") != "on"
+    # Alice's own answer picks the choice: its command reaches the layer.
+    chosen = await home.text("alice", f" {numbered['Bedroom light']} ")
+    assert home.layer.replies[-1].status is ReplyStatus.DONE, chosen.message
+    assert "Bedroom light" in chosen.message
+    await eventually(lambda: home.state("bedroom_light.light") == "on", 8)
+    # The question is answered: the same number now means nothing special.
+    again = await home.text("alice", numbered["Bedroom light"])
+    assert home.layer.requests[-1].text.strip() == numbered["Bedroom light"]
+    assert (
+        "Bedroom light" not in again.message
+        or home.layer.replies[-1].status is not ReplyStatus.DONE
+    )
