@@ -419,15 +419,15 @@ def _label(turn: Turn, entity_id: str) -> str:
 
 
 async def _turn_on(turn: Turn) -> Reply:
-    return await _on_off(turn, "turn_on", turn._("Turned on {name}."), ("Turn off", "turn_off"))
+    return await _on_off(turn, "turn_on", turn._("Turned on {name}."), (N_("Turn off"), "turn_off"))
 
 
 async def _turn_off(turn: Turn) -> Reply:
-    return await _on_off(turn, "turn_off", turn._("Turned off {name}."), ("Turn on", "turn_on"))
+    return await _on_off(turn, "turn_off", turn._("Turned off {name}."), (N_("Turn on"), "turn_on"))
 
 
 async def _toggle(turn: Turn) -> Reply:
-    return await _on_off(turn, "toggle", turn._("Toggled {name}."), ("Toggle", "toggle"))
+    return await _on_off(turn, "toggle", turn._("Toggled {name}."), (N_("Toggle"), "toggle"))
 
 
 async def _on_off(turn: Turn, action: str, done: str, undo: tuple[str, str]) -> Reply:
@@ -440,8 +440,29 @@ async def _on_off(turn: Turn, action: str, done: str, undo: tuple[str, str]) -> 
     return await _command(turn, found, action, {}, done, undo=undo)
 
 
+def _level_is_for(turn: Turn, kind: EntityKind, other: EntityKind) -> bool:
+    """ "set X to 21" fits a light and a thermostat alike: True if X names an ``other``."""
+    if turn.request.intent is not None:
+        return False  # a structured request said which it meant
+    raw = turn.slots.get("target")
+    if not isinstance(raw, str):
+        return False
+    registry = turn.hub.registry
+    words = words_for((turn.language, "de"))
+
+    def best(wanted: EntityKind) -> nm.Candidate | None:
+        pool = nm.target_candidates(registry, _kinds(wanted))
+        return nm.resolve(raw, pool, words).best
+
+    return best(kind) is None and best(other) is not None
+
+
 async def _set_brightness(turn: Turn) -> Reply:
     _ = turn._
+    if _level_is_for(turn, EntityKind.LIGHT, EntityKind.CLIMATE):
+        turn.intent = "set_temperature"
+        turn.slots = {**turn.slots, "temperature": turn.slots.pop("brightness", None)}
+        return await _set_temperature(turn)
     percent = turn.slots.get("brightness")
     if not isinstance(percent, int | float) or not 0 <= percent <= 100:
         return turn.reply(ReplyStatus.INVALID, _("Brightness must be between 0 and 100 percent."))
@@ -457,6 +478,10 @@ async def _set_brightness(turn: Turn) -> Reply:
 
 async def _set_temperature(turn: Turn) -> Reply:
     _ = turn._
+    if _level_is_for(turn, EntityKind.CLIMATE, EntityKind.LIGHT):
+        turn.intent = "set_brightness"
+        turn.slots = {**turn.slots, "brightness": turn.slots.pop("temperature", None)}
+        return await _set_brightness(turn)
     degrees = turn.slots.get("temperature")
     if not isinstance(degrees, int | float) or not 4 <= degrees <= 40:
         return turn.reply(
@@ -474,7 +499,7 @@ async def _open(turn: Turn) -> Reply:
     if isinstance(found, Reply):
         return found
     return await _command(
-        turn, found, "open", {}, turn._("Opening {name}."), undo=("Close", "close")
+        turn, found, "open", {}, turn._("Opening {name}."), undo=(N_("Close"), "close")
     )
 
 
@@ -483,7 +508,7 @@ async def _close(turn: Turn) -> Reply:
     if isinstance(found, Reply):
         return found
     return await _command(
-        turn, found, "close", {}, turn._("Closing {name}."), undo=("Open", "open")
+        turn, found, "close", {}, turn._("Closing {name}."), undo=(N_("Open"), "open")
     )
 
 
@@ -492,7 +517,7 @@ async def _lock(turn: Turn) -> Reply:
     if isinstance(found, Reply):
         return found
     return await _command(
-        turn, found, "lock", {}, turn._("Locked {name}."), undo=("Unlock", "unlock")
+        turn, found, "lock", {}, turn._("Locked {name}."), undo=(N_("Unlock"), "unlock")
     )
 
 
@@ -501,7 +526,7 @@ async def _unlock(turn: Turn) -> Reply:
     if isinstance(found, Reply):
         return found
     return await _command(
-        turn, found, "unlock", {}, turn._("Unlocked {name}."), undo=("Lock", "lock")
+        turn, found, "unlock", {}, turn._("Unlocked {name}."), undo=(N_("Lock"), "lock")
     )
 
 
