@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -17,7 +18,7 @@ from hub.bus import Listener
 from hub.commands import Command, CommandError, CommandResult, Dialect
 from hub.config import validate_model
 from hub.durations import Duration
-from hub.events import Event
+from hub.events import DeviceRegistered, DeviceRemoved, Event
 from hub.model import (
     NUMERIC_ATTRIBUTES,
     Aggregate,
@@ -44,12 +45,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NUMERIC_ATTRIBUTES",
+    "CheckContext",
     "Command",
     "CommandError",
     "CommandResult",
     "ConfigIssue",
     "Context",
     "Device",
+    "DeviceRegistered",
+    "DeviceRemoved",
     "Dialect",
     "Duration",
     "Entity",
@@ -68,6 +72,24 @@ __all__ = [
 E = TypeVar("E", bound=Event)
 
 
+@dataclass(frozen=True, slots=True)
+class CheckContext:
+    """What ``hub check`` tells a plug-in's :meth:`Plugin.check`: where it is configured."""
+
+    #: The folder of ``hub.yaml``: relative paths in the settings start here.
+    config_dir: Path
+    #: ``hub.yaml`` as loaded, with the position of every key.
+    source: SourceDoc
+    #: Where the plug-in's section is, e.g. ``("adapters", "firmware")``.
+    section: tuple[str, str]
+
+    def issue(
+        self, path: Sequence[str | int], message: str, *, severity: str = "error"
+    ) -> ConfigIssue:
+        """A problem at ``path`` under the plug-in's section, at its line in ``hub.yaml``."""
+        return self.source.issue((*self.section, *path), message, severity=severity)
+
+
 class Plugin:
     """Base class of adapters and front-ends.
 
@@ -83,6 +105,18 @@ class Plugin:
     def __init__(self, context: PluginContext, settings: Any) -> None:
         self.context = context
         self.settings = settings
+
+    @classmethod
+    def check(cls, settings: Any, where: CheckContext) -> list[ConfigIssue]:
+        """Check what the (already valid) settings refer to, for ``hub check``; [] by default.
+
+        Optional hook: ``hub check`` calls it for every enabled plug-in whose settings
+        validated, with the validated settings. Read files, never start anything or touch the
+        network. Report a problem inside another file at its own ``file:line:col``, and one
+        in the settings with ``where.issue(path, message)``. Raising is reported as a failed
+        check of this plug-in.
+        """
+        return []
 
     async def start(self) -> None:
         """Set the plug-in up; raise to report a failed start."""
@@ -161,6 +195,24 @@ class PluginContext:
         intent already has a handler.
         """
         return self._track(self.conversation.register_intent(name, handler))
+
+    def count(self, name: str, amount: int = 1) -> None:
+        """Add to one of this plug-in's counters, shown with its health on ``<base>/stats``."""
+        if self._hub.plugins is not None:
+            self._hub.plugins.count(self.kind, self.name, name, amount)
+
+    def owner_active(self, owner: str) -> bool:
+        """True when this hub keeps devices owned by ``owner`` up to date.
+
+        That is the hub's own device convention and every adapter ``hub.yaml`` enables;
+        devices stored by an adapter that is disabled or gone are leftovers.
+        """
+        from hub.native import NativeDialect
+
+        if owner == NativeDialect.OWNER:
+            return True
+        section = self._hub.config.adapters.get(owner)
+        return section is not None and section.enabled
 
     def report_health(self, healthy: bool, reason: str = "") -> None:
         """Say whether the plug-in can do its work; False with a clear reason marks it unhealthy

@@ -6,8 +6,9 @@ import asyncio
 import difflib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hub.events import PluginHealth
@@ -57,11 +58,19 @@ def load_plugin_class(kind: str, name: str) -> type[Plugin]:
     return loaded
 
 
-def check_plugins(config: HubConfig, source: SourceDoc) -> list[ConfigIssue]:
-    """Validate enabled plug-ins: installed, importable, settings valid (for `hub check`)."""
+def check_plugins(
+    config: HubConfig, source: SourceDoc, config_dir: Path | None = None
+) -> list[ConfigIssue]:
+    """Validate enabled plug-ins for `hub check`: installed, importable, settings valid, and
+    whatever the plug-in's own :meth:`~hub.api.Plugin.check` finds (e.g. its data files).
+
+    ``config_dir`` is the folder of ``hub.yaml`` (default: the folder of ``source``'s file).
+    """
+    from hub.api import CheckContext
     from hub.config import validate_model
     from hub.yamlsource import ConfigIssue
 
+    base = config_dir if config_dir is not None else Path(source.file).parent
     issues: list[ConfigIssue] = []
     for kind, section_name in SECTIONS.items():
         section = getattr(config, section_name)
@@ -77,9 +86,22 @@ def check_plugins(config: HubConfig, source: SourceDoc) -> list[ConfigIssue]:
                     ConfigIssue(source.file, line, col, f"{section_name}.{name}", str(exc))
                 )
                 continue
+            settings: Any = section_config.settings
             if cls.settings_model is not None:
-                _, found = validate_model(cls.settings_model, section_config.settings, source, path)
+                settings, found = validate_model(
+                    cls.settings_model, section_config.settings, source, path
+                )
                 issues.extend(found)
+                if settings is None:
+                    continue  # the hook gets valid settings only
+            where = CheckContext(base, source, (section_name, name))
+            try:
+                issues.extend(cls.check(settings, where))
+            except Exception as exc:  # a plug-in's bug must not hide the other problems
+                message = f"{kind} {name!r}: its check failed: {type(exc).__name__}: {exc}"
+                issues.append(
+                    ConfigIssue(source.file, line, col, f"{section_name}.{name}", message)
+                )
     return issues
 
 
@@ -93,6 +115,7 @@ class PluginStatus:
     healthy: bool = False
     restarts: int = 0
     last_error: str = ""
+    counters: dict[str, int] = field(default_factory=dict)  # the plug-in's own (count())
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready form."""
@@ -102,6 +125,7 @@ class PluginStatus:
             "healthy": self.healthy,
             "restarts": self.restarts,
             "last_error": self.last_error,
+            "counters": dict(self.counters),
         }
 
 
@@ -154,6 +178,12 @@ class PluginManager:
                 self._tasks[key] = asyncio.get_running_loop().create_task(
                     self._supervise(cls, settings, status), name=f"plugin {key}"
                 )
+
+    def count(self, kind: str, name: str, counter: str, amount: int = 1) -> None:
+        """Add to a plug-in's own counter (kept across its restarts)."""
+        status = self.status.get(f"{kind}:{name}")
+        if status is not None:
+            status.counters[counter] = status.counters.get(counter, 0) + amount
 
     def report(self, kind: str, name: str, healthy: bool, reason: str = "") -> None:
         """A running plug-in's own word on its health (e.g. its service refused the login).
