@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from conftest import (
     ALERTS,
     ALICE,
@@ -31,6 +32,7 @@ from conftest import (
 from hubtest import eventually, write_config
 from script import PEOPLE_YAML, run_script
 
+from frontends.discord import bot as discord_bot
 from frontends.discord.standin import DiscordStandIn, message_buttons, message_text
 from hub.api import Command, Context, Origin
 from hub.conversation import ReplyAction
@@ -341,3 +343,22 @@ async def test_sharded_client_connects_every_shard(tmp_path: Path, mqtt_url: str
     finally:
         await hub.stop()
         await standin.stop()
+
+
+async def test_a_slow_command_is_deferred_then_answered(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every command counts as slow: the bot says "thinking..." first, then edits the answer in.
+    monkeypatch.setattr(discord_bot, "DEFER_AFTER", 0.0)
+    standin = home.standin
+    answer = await standin.slash(ALICE, "off", {"target": "kitchen_light.light"}, guild_id=GUILD)
+    assert answer.deferred
+    assert answer.kinds == ["callback:5", "edit"]
+    assert "kitchen light" in answer.text.lower()
+    await eventually(lambda: home.value("kitchen_light.light") == "off", 8)
+    # A refusal after a public "thinking..." goes to the asker alone; the placeholder goes.
+    refused = await standin.slash(BOB, "hub", {"text": "unlock the front door"}, guild_id=GUILD)
+    assert refused.kinds[:2] == ["callback:5", "followup"]
+    await eventually(lambda: "delete" in refused.kinds, 5, "the placeholder stayed")
+    assert refused.ephemeral
+    assert "not allowed" in refused.text.lower()
