@@ -917,3 +917,92 @@ class DiscordStandIn:
                 answer.kinds.append("delete")
                 return web.Response(status=204)
         return _error(404, "404: Not Found")
+
+
+# ----- the demo household and running the stand-in alone ---------------------------------------
+
+DEMO_GUILD = 1100000000000000001
+DEMO_CHANNELS = {
+    "general": (1100000000000000100, TEXT),
+    "alerts": (1100000000000000101, TEXT),
+    "incidents": (1100000000000000102, FORUM),
+}
+DEMO_ROLES = {"Family": 1100000000000000010, "Visitors": 1100000000000000011}
+# The demo people's Discord ids (as in the example hub.yaml's people: section).
+DEMO_USERS = {100000000000000001: "alice", 100000000000000002: "bob", 100000000000000009: "mallory"}
+
+
+def demo_standin() -> DiscordStandIn:
+    """The stand-in with the demo household's server, channels, roles and people."""
+    guild = StandInGuild(DEMO_GUILD, "Home", roles=DEMO_ROLES, channels=DEMO_CHANNELS)
+    return DiscordStandIn([guild], DEMO_USERS)
+
+
+def demo_settings(standin: DiscordStandIn) -> dict[str, Any]:
+    """The front-end's settings (``frontends.discord`` in hub.yaml) for this stand-in."""
+    return {
+        "token": standin.token,
+        "guild_ids": [str(DEMO_GUILD)],
+        "channels": {
+            name: str(channel_id)
+            for name, (channel_id, kind) in DEMO_CHANNELS.items()
+            if name != "general"
+        },
+        "roles": {"Family": "member", "Visitors": "guest"},
+        "api_base": standin.api_base,
+        "gateway": standin.gateway_url,
+    }
+
+
+async def _console(standin: DiscordStandIn) -> None:
+    """Read ``name: words`` lines and send each as ``/hub text:words`` from that person."""
+    by_name = {u["username"]: user_id for user_id, u in standin.users.items() if user_id != BOT_ID}
+    while True:
+        try:
+            line = await asyncio.to_thread(input, "discord> ")
+        except EOFError:
+            return
+        name, _, words = line.partition(":")
+        user_id = by_name.get(name.strip().lower())
+        if user_id is None or not words.strip():
+            print(f"write 'name: words', name one of {', '.join(by_name)}")
+            continue
+        if standin.connected == 0:
+            print("the bot is not connected yet")
+            continue
+        try:
+            answer = await standin.slash(
+                user_id, "hub", {"text": words.strip()}, guild_id=DEMO_GUILD
+            )
+        except TimeoutError:
+            print("(no answer within 10 s)")
+            continue
+        shown = answer.text or "(no text)"
+        private = " (only you can see this)" if answer.ephemeral else ""
+        buttons = ", ".join(f"[{b['label']}]" for b in answer.buttons)
+        print(f"{shown}{private}" + (f"\n{buttons}" if buttons else ""))
+
+
+async def _main(port: int) -> None:
+    standin = demo_standin()
+    await standin.start(port)
+    print("Discord stand-in listening; hub.yaml:")
+    print("frontends:\n  discord:")
+    for key, value in demo_settings(standin).items():
+        print(f"    {key}: {json.dumps(value)}")
+    try:
+        await _console(standin)
+    finally:
+        await standin.stop()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="A local stand-in for Discord: run it, point the hub at it, then type "
+        "'alice: turn on the kitchen light' to send /hub as that person."
+    )
+    parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any)")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_main(parser.parse_args().port))
