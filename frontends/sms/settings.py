@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h|d)?\s*$")
+from hub.api import Duration
+
 _ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 #: E.164: a plus, a country code that does not start with 0, at most 15 digits in all.
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
-
-
-def parse_seconds(value: object) -> float:
-    """Return a duration (``10``, ``2.5``, ``500ms``, ``30s``, ``5m``, ``1h``) in seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration like '60s', got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value.lower())):
-        seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    else:
-        raise ValueError(f"expected a duration like '60s', '5m' or '1h', got {value!r}")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"a duration must be positive, got {value!r}")
-    return seconds
-
-
-Seconds = Annotated[float, BeforeValidator(parse_seconds)]
 
 
 def check_phone(value: str) -> str:
@@ -85,11 +66,11 @@ class Settings(BaseModel):
     max_text: int = Field(default=1600, ge=1, le=1600)
     #: At most ``flood_messages`` messages per number within ``flood_window``; more are dropped.
     flood_messages: int = Field(default=10, ge=1, le=1000)
-    flood_window: Seconds = 60.0
+    flood_window: Duration = Field(default=60.0, gt=0)
     #: How long a numbered choice ("1", "2") answers the last question asked.
-    choice_timeout: Seconds = 300.0
+    choice_timeout: Duration = Field(default=300.0, gt=0)
     #: How long a Twilio API call may take before the delivery counts as failed.
-    api_timeout: Seconds = 15.0
+    api_timeout: Duration = Field(default=15.0, gt=0, le=120)
 
     @field_validator("account_sid")
     @classmethod

@@ -402,6 +402,22 @@ class TwilioStandin:
         return await self.post(url, self.inbound_params(from_, body), signed_url=signed_url)
 
 
+def demo_settings(standin: TwilioStandin, listen: str = "127.0.0.1:8124") -> dict[str, Any]:
+    """The ``frontends: sms:`` settings for a hub that talks to ``standin`` (``hub demo``).
+
+    The public URL is the hub's own address: with no proxy in between, Twilio (the stand-in)
+    calls the hub directly.
+    """
+    return {
+        "account_sid": standin.account_sid,
+        "auth_token": standin.auth_token,
+        "number": standin.numbers[0],
+        "public_url": f"http://{listen}",
+        "listen": listen,
+        "api_base": standin.url,
+    }
+
+
 async def _main(args: argparse.Namespace) -> None:
     async with TwilioStandin(
         args.account_sid, args.auth_token, (args.number,), port=args.port
