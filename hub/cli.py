@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hub.scenes import add_parser as add_scene_parser  # `hub scene ...`
 
     add_scene_parser(sub, _add_config, _add_json)
+    from hub.notify.cli import add_parser as add_notifications_parser  # `hub notifications`
+
+    add_notifications_parser(sub, _add_config, _add_json)
     from hub.conversation.cli import add_parser as add_ask_parser  # `hub ask ...`
 
     add_ask_parser(sub, _add_config, _add_json)
@@ -583,6 +586,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return ask_main(args)
 
 
+def cmd_notifications(args: argparse.Namespace) -> int:
+    """``hub notifications``."""
+    from hub.notify.cli import cmd_notifications as notifications_main
+
+    return notifications_main(args)
+
+
 COMMANDS = {
     "run": cmd_run,
     "demo": cmd_demo,
@@ -593,6 +603,7 @@ COMMANDS = {
     "rules": cmd_rules,
     "why": cmd_why,
     "scene": cmd_scene,
+    "notifications": cmd_notifications,
     "ask": cmd_ask,
 }
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import json
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 from hubtest import HubFactory, eventually, write_config
 from mqttprobe import MqttProbe
 
+from hub.cli import main
 from hub.commands import Command
 from hub.core import Hub
 from hub.events import CustomEvent
@@ -381,3 +384,37 @@ async def test_speed_below_threshold_event_and_status_callbacks(
     assert rows[sms.id].status == "undelivered"
     assert rows[sms.id].detail == "undelivered: 30003 unreachable"
     assert rows[texts["email"].id].status == "sent"
+
+
+async def test_hub_notifications_lists_recent_deliveries(
+    tmp_path: Path,
+    mqtt_url: str,
+    hub_factory: HubFactory,
+    recorder: ModuleType,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = config(tmp_path, mqtt_url)
+    hub = await started(hub_factory, path)
+    assert hub.notifier is not None
+    hub.notifier.notify("Freezer is warm", "Freezer", ["alice", "ghost"])
+    await eventually(lambda: len(recorder.DELIVERED) == 1, 5)
+    await eventually(lambda: any(r.status == "sent" for r in hub.notifier.recent))  # type: ignore[union-attr]
+    await hub.stop()
+    capsys.readouterr()
+
+    code = await asyncio.to_thread(main, ["notifications", "--config", str(path), "--json"])
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted((r["status"], r["address"], r["person"]) for r in rows) == [
+        ("sent", "alice@example.com", "alice"),
+        ("undeliverable", "ghost", None),
+    ]
+    code = await asyncio.to_thread(main, ["notifications", "--config", str(path)])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "sent" in text
+    assert "email:alice@example.com" in text
+    assert "unknown person 'ghost'" in text
+    code = await asyncio.to_thread(main, ["notifications", "--config", str(path), "--status", "x"])
+    assert code == 2
+    assert "unknown status 'x'" in capsys.readouterr().err
