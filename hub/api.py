@@ -220,6 +220,43 @@ class PluginContext:
         if self._hub.plugins is not None:
             self._hub.plugins.report(self.kind, self.name, healthy, reason)
 
+    def audit(
+        self,
+        action: str,
+        result: str,
+        detail: str = "",
+        *,
+        target: str = "",
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write a line to the audit log as this plug-in, e.g. a refused webhook and why.
+
+        The caller bounds how often it does (a flood of forged requests must not become a
+        flood of rows); ``params`` must be JSON-ready. Never raises: a bad entry is logged.
+        """
+        storage = self._hub.storage
+        if storage is None:
+            return
+        import time
+
+        from hub.storage import AuditEntry
+
+        try:
+            storage.queue_audit(
+                AuditEntry(
+                    ts=time.time(),
+                    kind=self.kind,
+                    target=target[:200],
+                    action=action[:64],
+                    params=dict(params or {}),
+                    context=Context(Origin.PLUGIN, self.name),
+                    result=result[:32],
+                    detail=detail[:300],
+                )
+            )
+        except Exception:
+            self.logger.exception("auditing %s of %s failed", action, self.name)
+
     def _track(self, undo: Callable[[], None]) -> Callable[[], None]:
         done = False
 
