@@ -38,20 +38,17 @@ TEXTS: dict[str, tuple[str, str]] = {
     ),
 }
 
-Translator = Callable[[str, str], str]  # (language, message id) -> translated text
+Translator = Callable[[str], str]  # message id -> translated text
 
 
-def _find_translator() -> Translator | None:
-    """The command layer's gettext lookup, if it provides one (hub.conversation.i18n)."""
+def _translator(language: str) -> Translator | None:
+    """The command layer's gettext for ``language`` (hub.conversation.i18n), if present."""
     try:
         i18n = importlib.import_module("hub.conversation.i18n")
     except ImportError:
         return None
-    for name in ("gettext", "translate"):
-        found = getattr(i18n, name, None)
-        if callable(found):
-            return found  # type: ignore[no-any-return]
-    return None
+    gettext_for = getattr(i18n, "gettext_for", None)
+    return gettext_for(language) if callable(gettext_for) else None
 
 
 class _SafeFields(dict[str, Any]):
@@ -64,10 +61,11 @@ class _SafeFields(dict[str, Any]):
 def render(text_id: str, language: str, params: Mapping[str, Any]) -> tuple[str, str]:
     """The (title, text) of ``text_id`` in ``language``, with ``params`` filled in."""
     title, text = TEXTS[text_id]
-    translate = _find_translator()
-    if translate is not None and language != "en":
+    if language != "en":
         try:
-            title, text = translate(language, title), translate(language, text)
+            translate = _translator(language)
+            if translate is not None:
+                title, text = translate(title), translate(text)
         except Exception:  # a broken catalog must not stop a notification
             _LOGGER.exception("translating notification %r into %r failed", text_id, language)
     fields = _SafeFields({key: _shown(value) for key, value in params.items()})
