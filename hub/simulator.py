@@ -969,12 +969,13 @@ MIXED_DIALECTS: dict[str, str] = {
             "garage_charger_plug",
             "garage_washer_plug",
             "bathroom_towel_rail_plug",
+            "garden_pump_plug",
             "kitchen_climate",
         ),
         "tasmota",
     ),
-    # The pump's relay is a Shelly Plus 1PM: its entities are switch_0, power_0, energy_0.
-    **dict.fromkeys(("garden_pump_plug", "garden_climate"), "shelly"),
+    # The garage light hangs on a Shelly Plus 1PM relay (switch_0, power_0, energy_0).
+    **dict.fromkeys(("garage_light", "garden_climate"), "shelly"),
     **dict.fromkeys(
         (
             "bathroom_motion",
@@ -988,7 +989,6 @@ MIXED_DIALECTS: dict[str, str] = {
             "bedroom_button",
             "bathroom_light",
             "garden_light",
-            "garage_light",
             "bedroom_blinds",
         ),
         "zigbee2mqtt",
@@ -997,6 +997,10 @@ MIXED_DIALECTS: dict[str, str] = {
         ("living_room_thermostat", "front_door_lock", "living_room_blinds", "living_room_tv_plug"),
         "ha_discovery",
     ),
+}
+# In the mixed home the garage light is a lamp behind a relay with a power meter.
+_MIXED_CLASSES: dict[str, tuple[type[SimDevice], dict[str, Any]]] = {
+    "garage_light": (Plug, {"appliance": "lamp"}),
 }
 # Extras follow _EXTRA_CYCLE (plug, sensor, light, motion, door, plug, sensor, light,
 # thermostat, blinds, lock, button): per 12 devices 2 Tasmota (a POW plug, a TH sensor),
@@ -1076,7 +1080,12 @@ def build_home(count: int = 36, *, seed: int = 1, mixed: bool = False) -> list[S
         return {"mac": mac, "ip": ip}
 
     devices: list[SimDevice] = []
-    for device_id, cls, area, name, extra in _BASE_HOME[:count]:
+    for device_id, base_cls, area, name, base_extra in _BASE_HOME[:count]:
+        cls, extra = (
+            _MIXED_CLASSES[device_id]
+            if mixed and device_id in _MIXED_CLASSES
+            else (base_cls, base_extra)
+        )
         ident = identities(cls)
         device = cls(device_id, area=area, name=name, rng=rng, identities=ident, **extra)
         if mixed:

@@ -100,13 +100,13 @@ def test_each_dialect_obeys_its_own_commands_and_answers_like_the_firmware() -> 
             "params": {"id": 0, "on": True},
         }
     )
-    shelly = _answer(dialects["shelly"].request("garden_pump_plug/rpc", rpc))
+    shelly = _answer(dialects["shelly"].request("garage_light/rpc", rpc))
     assert shelly[0][0] == "hub/firmware/shelly/rpc"
     assert shelly[0][1]["id"] == 7
-    assert shelly[0][1]["src"] == "garden_pump_plug"
+    assert shelly[0][1]["src"] == "garage_light"
     assert "was_on" in shelly[0][1]["result"]
     topic, notify = shelly[1]
-    assert topic == "garden_pump_plug/events/rpc"
+    assert topic == "garage_light/events/rpc"
     assert notify["method"] == "NotifyStatus"
     assert notify["params"]["switch:0"]["output"] is True
 
@@ -224,21 +224,21 @@ async def test_demo_home_entities_and_commands_through_every_dialect(
             "kitchen_plug.relay",
             "kitchen_plug.energy",
             "kitchen_climate.am2301_temperature",
-            "garden_pump_plug.switch_0",
+            "garage_light.switch_0",
             "garden_climate.humidity_0",
             f"{bathroom_light}.light",
             "living_room_tv_plug.switch",
         },
     )
     assert hub.registry.devices["kitchen_plug"].area == "kitchen"  # listed in hub.yaml
-    assert hub.registry.devices["garden_pump_plug"].owner == "firmware"
+    assert hub.registry.devices["garage_light"].owner == "firmware"
     for dialect in ("tasmota", "shelly", "zigbee2mqtt", "ha_discovery"):
         assert any(d.dialect == dialect for d in home.values())
 
     cli = Context(Origin.CLI, "test")
     commands = [
         Command("kitchen_plug.relay", "toggle", cli),  # Tasmota cmnd/.../POWER
-        Command("garden_pump_plug.switch_0", "toggle", cli),  # Shelly Switch.Toggle
+        Command("garage_light.switch_0", "toggle", cli),  # Shelly Switch.Toggle
         Command(f"{bathroom_light}.light", "turn_on", cli, {"brightness": 99}),  # Zigbee2MQTT /set
         Command("living_room_tv_plug.switch", "toggle", cli),  # discovery command_topic
         Command("front_door_lock.lock", "unlock", cli),
@@ -254,6 +254,6 @@ async def test_demo_home_entities_and_commands_through_every_dialect(
     thermostat = hub.registry.states["living_room_thermostat.thermostat"]
     assert thermostat.attributes["target_temperature"] == 19.5
     # The Shelly relay answered by RPC and by NotifyStatus; the hub follows the device.
-    pump = home["garden_pump_plug"].initial_state()["switch"]
-    assert hub.registry.states["garden_pump_plug.switch_0"].value == pump
+    relay = home["garage_light"].initial_state()["switch"]
+    assert hub.registry.states["garage_light.switch_0"].value == relay
     assert set(MIXED_DIALECTS) <= set(home)
