@@ -74,6 +74,7 @@ _TWIML = "application/xml"
 # Characters XML 1.0 cannot carry at all (C0 controls other than tab and line breaks, lone
 # surrogates, U+FFFE/U+FFFF): an echoed control character must not break the TwiML.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_AUDITS_PER_MINUTE = 30  # refused requests are counted always, audited up to this
 _AUTH_CODES = frozenset({20003, 20005, 20006})  # authenticate; account suspended; not active
 
 _LOGGER = logging.getLogger(__name__)
@@ -192,6 +193,7 @@ class SmsFrontend(Plugin):
         self._recent: dict[str, deque[float]] = {}  # number -> times of its recent messages
         self._choices: dict[str, tuple[float, tuple[str, ...]]] = {}  # number -> (until, commands)
         self._seen: OrderedDict[str, str | None] = OrderedDict()  # sid -> TwiML sent for it
+        self._audited: dict[str, tuple[float, int]] = {}  # kind -> (window start, count)
 
     # ----- lifecycle --------------------------------------------------------------------------
 
@@ -339,7 +341,7 @@ class SmsFrontend(Plugin):
             return await handler(request, form)
         except _Rejected as exc:
             client = request.client.host if request.client else "?"
-            self.context.reject(path.lstrip("/"), f"{exc.reason} (from {client})", kind=exc.kind)
+            self._refused(path, exc.kind, f"{exc.reason} (from {client})")
             return HttpResponse(
                 exc.reason, status_code=exc.status, media_type="text/plain; charset=utf-8"
             )
@@ -350,6 +352,17 @@ class SmsFrontend(Plugin):
             return HttpResponse(
                 "internal error", status_code=500, media_type="text/plain; charset=utf-8"
             )
+
+    def _refused(self, path: str, kind: str, reason: str, sender: str = "") -> None:
+        """Count, log and audit a refused webhook request (audited at most 30 a minute a kind)."""
+        self.context.reject(path.lstrip("/"), f"{sender} {reason}".strip(), kind=kind)
+        now = time.monotonic()
+        start, count = self._audited.get(kind, (now, 0))
+        if now - start > 60:
+            start, count = now, 0
+        self._audited[kind] = (start, count + 1)
+        if count < _AUDITS_PER_MINUTE:
+            self.context.audit(kind, "refused", reason, target=sender, params={"path": path})
 
     async def _verified_form(self, request: HttpRequest[Any, Any, Any], path: str) -> _Form:
         """The request's form, once its type, size, encoding and Twilio signature check out."""
@@ -399,23 +412,15 @@ class SmsFrontend(Plugin):
             raise _Rejected(400, "sms_malformed", "Body is missing")
         if sid in self._seen:
             # A replayed or retried request: answer as before, never run a command twice.
-            self.context.reject(INBOUND_PATH.lstrip("/"), f"message {sid} again", kind="sms_replay")
+            self._refused(INBOUND_PATH, "sms_replay", f"message {sid} again", sender)
             return _twiml_response(self._seen[sid] or twiml(""))
         self._remember(sid, None)
         if not self._allowed(sender):
-            self.context.reject(
-                INBOUND_PATH.lstrip("/"),
-                f"{sender} is not on the allow-list",
-                kind="sms_not_allowed",
-            )
+            self._refused(INBOUND_PATH, "sms_not_allowed", "not on the allow-list", sender)
             return self._answer(sid, "")
         if self._flooding(sender):
-            self.context.reject(
-                INBOUND_PATH.lstrip("/"),
-                f"{sender} sent more than {self.settings.flood_messages} messages in "
-                f"{self.settings.flood_window:g} s",
-                kind="sms_flood",
-            )
+            limit = f"over {self.settings.flood_messages} texts in {self.settings.flood_window:g} s"
+            self._refused(INBOUND_PATH, "sms_flood", limit, sender)
             return self._answer(sid, "")
         reply = await self._handle(sender, body, to=form.get("To"))
         return self._answer(sid, self.render(reply, sender))
@@ -423,6 +428,8 @@ class SmsFrontend(Plugin):
     async def _handle(self, sender: str, body: str, *, to: str | None) -> Reply:
         if len(body) > self.settings.max_text:
             self._choices.pop(sender, None)
+            reason = f"a text of {len(body)} characters (at most {self.settings.max_text})"
+            self._refused(INBOUND_PATH, "sms_too_long", reason, sender)
             return Reply(
                 ReplyStatus.INVALID,
                 f"That message is too long ({len(body)} characters); "

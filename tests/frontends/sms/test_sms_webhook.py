@@ -12,6 +12,7 @@ from twilio.request_validator import RequestValidator  # type: ignore[import-unt
 from frontends.sms.segments import segments
 from frontends.sms.standin import twiml_messages
 from hub.conversation import Identity, IdentityKind
+from hub.storage import AuditEntry
 
 INBOUND = f"{PUBLIC_URL}/sms/inbound"
 
@@ -19,6 +20,18 @@ INBOUND = f"{PUBLIC_URL}/sms/inbound"
 def rejected(sms: SmsSetup, kind: str) -> int:
     """How many webhook requests the hub rejected for ``kind``."""
     return sms.hub.stats.rejected_by_reason.get(kind, 0)
+
+
+async def audited(sms: SmsSetup, action: str) -> list[AuditEntry]:
+    """The audit log's lines the SMS front-end wrote for ``action``."""
+    storage = sms.hub.storage
+    assert storage is not None
+    await storage.flush()
+    return [
+        entry
+        for entry in await storage.audit(limit=1000)
+        if entry.kind == "frontend" and entry.action == action
+    ]
 
 
 def lock_state(sms: SmsSetup) -> object:
@@ -62,6 +75,12 @@ async def test_unsigned_forged_and_misdirected_signatures_are_refused(sms: SmsSe
     genuine = standin.sign(INBOUND, {**params, "Body": "status"})
     assert (await standin.post(local, params, signature=genuine)).status == 403
     assert rejected(sms, "sms_forged") == 5
+    # Each refusal is in the audit log, with the reason, as the SMS front-end's doing.
+    forged = await audited(sms, "sms_forged")
+    assert len(forged) == 5
+    assert all(e.result == "refused" and "does not match" in e.detail for e in forged)
+    assert all(e.context is not None and e.context.source == "sms" for e in forged)
+    assert len(await audited(sms, "sms_unsigned")) == 1
     # Nothing reached the command layer, and the door stays as it was.
     assert sms.layer.requests == []
     assert sms.standin.sent == []
@@ -110,6 +129,8 @@ async def test_a_number_off_the_allow_list_gets_no_answer(sms: SmsSetup) -> None
     assert answer.messages == ()  # silence: Twilio sends nothing, nobody pays for a reply
     assert sms.layer.requests == []
     assert rejected(sms, "sms_not_allowed") == 1
+    [entry] = await audited(sms, "sms_not_allowed")
+    assert entry.target == OUTSIDER
 
 
 async def test_a_replayed_message_runs_once_and_gets_the_same_answer(sms: SmsSetup) -> None:
@@ -130,6 +151,7 @@ async def test_a_flood_from_one_number_is_cut_off(sms: SmsSetup) -> None:
     assert all(a.messages == () for a in answers[limit:])
     assert len(sms.layer.requests) == limit
     assert rejected(sms, "sms_flood") == 4
+    assert len(await audited(sms, "sms_flood")) == 4
     # Someone else is not affected.
     assert (await sms.text("bob", "status")).messages
 
@@ -163,6 +185,7 @@ async def test_a_text_longer_than_twilio_allows_is_refused_with_the_reason(sms: 
     assert "too long" in answer.message
     assert "5200" in answer.message
     assert sms.layer.requests == []
+    assert len(await audited(sms, "sms_too_long")) == 1
 
 
 async def test_answers_fit_in_two_segments(sms: SmsSetup) -> None:
@@ -207,3 +230,16 @@ async def test_the_webhook_answers_nothing_else(sms: SmsSetup) -> None:
     async with session.post(f"http://127.0.0.1:{sms.plugin.port}/admin") as response:
         assert response.status == 404
     await asyncio.sleep(0)
+
+
+async def test_a_flood_of_forged_requests_is_counted_but_audits_are_bounded(sms: SmsSetup) -> None:
+    params = sms.standin.inbound_params(PHONES["alice"], "unlock the front door")
+    answers = await asyncio.gather(
+        *(sms.standin.post(sms.inbound_url, params, signature="forged") for _ in range(40))
+    )
+    assert {a.status for a in answers} == {403}
+    assert rejected(sms, "sms_forged") == 40
+    assert len(await audited(sms, "sms_forged")) == 30
+    assert sms.layer.requests == []
+    # The webhook still serves genuine texts.
+    assert (await sms.text("alice", "status")).messages
