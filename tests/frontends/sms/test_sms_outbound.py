@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from hubtest import eventually
-from smstest import PHONES, PUBLIC_URL, UNREACHABLE, HubFactory, SmsSetup, hub_config
+from smstest import (
+    PHONES,
+    PUBLIC_URL,
+    UNREACHABLE,
+    HubFactory,
+    SmsSetup,
+    hub_config,
+    running_plugin,
+)
 
 from frontends.sms.standin import TwilioStandin
 from hub.notify import Delivery
@@ -125,6 +133,32 @@ async def test_credentials_revoked_while_running_make_it_unhealthy(sms: SmsSetup
     await eventually(lambda: not sms.health()["healthy"], 5, "still healthy")
     assert "rejected the credentials" in sms.health()["last_error"]
     assert sms.hub.started
+    # The supervisor retries; once the token is right again it recovers on its own and texts
+    # are answered again (on a new port here: the test's listen port is 0).
+    sms.standin.auth_token = sms.plugin.settings.auth_token
+    await eventually(lambda: sms.health()["healthy"], 15, "did not recover")
+    restarted = await running_plugin(sms.hub)
+    assert restarted is not sms.plugin
+    assert sms.health()["restarts"] >= 1
+    sms.standin.routes[PUBLIC_URL] = f"http://127.0.0.1:{restarted.port}"
+    answer = await sms.standin.text_hub(
+        f"{PUBLIC_URL}/sms/inbound", PHONES["alice"], "status of the kitchen"
+    )
+    assert answer.messages
+
+
+async def test_a_taken_port_is_a_clear_error(
+    tmp_path: Path, mqtt_url: str, standin: TwilioStandin, hub_factory: HubFactory
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        hub = await hub_factory(hub_config(tmp_path, mqtt_url, standin, listen=f"127.0.0.1:{port}"))
+        assert hub.plugins is not None
+        await eventually(lambda: hub.plugins and hub.plugins.health()["frontend:sms"]["last_error"])
+        error = hub.plugins.health()["frontend:sms"]["last_error"]
+        assert f"cannot listen on 127.0.0.1:{port} for webhooks" in error
 
 
 async def test_twilio_unreachable_is_a_clear_error(
