@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from adapters.firmware.checks import check_settings, dotted, install_problems
+from adapters.firmware.checks import hostile as _hostile
 from adapters.firmware.paths import MISSING, Bindings
 from adapters.firmware.profile import (
     Availability,
@@ -44,7 +46,9 @@ from adapters.firmware.templates import (
 )
 from adapters.firmware.transforms import SKIP, TransformError, apply_all
 from hub.api import (
+    CheckContext,
     CommandError,
+    ConfigIssue,
     Device,
     Entity,
     InvalidValue,
@@ -75,12 +79,6 @@ def sanitise_id(text: str) -> str:
     """Turn a firmware name into a hub id: lower case, [a-z0-9_-], at most 64 characters."""
     cleaned = _ID_CHARS.sub("_", text.lower()).strip("_-")
     return cleaned[:64].rstrip("_-")
-
-
-def _hostile(value: str) -> bool:
-    # A variable taken from a topic or payload names devices and becomes part of topics
-    # we publish to: refuse path tricks, control characters and absurd lengths outright.
-    return ".." in value or len(value) > 128 or any(ord(c) < 32 or c in "+#" for c in value)
 
 
 # ----- runtime records ---------------------------------------------------------------------------
@@ -152,6 +150,11 @@ class FirmwareProfiles(Plugin):
 
     settings_model = FirmwareSettings
 
+    @classmethod
+    def check(cls, settings: FirmwareSettings, where: CheckContext) -> list[ConfigIssue]:
+        """For ``hub check``: every profile it would load, and its settings, as at start."""
+        return check_settings(settings, where)
+
     def __init__(self, context: PluginContext, settings: FirmwareSettings) -> None:
         super().__init__(context, settings)
         self.settings: FirmwareSettings = settings
@@ -205,30 +208,9 @@ class FirmwareProfiles(Plugin):
         base_literals = {"base_topic": self.context.base_topic}
         for profile in profiles:
             settings = self.settings.for_profile(profile.name)
-            found = [f"{profile.name}: {p}" for p in profile.check_overrides(settings.options)]
-            problems.extend(found)
-            entries: dict[str, DeviceEntry] = {}
-            key_name = profile.device.key
-            allowed = profile.device_vars | frozenset(profile.var_patterns)
-            for index, entry in enumerate(settings.devices):
-                where = f"{profile.name}.devices[{index}]"
-                given = device_vars(entry, key_name)
-                key = given.get(key_name)
-                if key is None:
-                    problems.append(f"{where}: needs {key_name!r} (the device's name on the wire)")
-                    continue
-                unknown = set(given) - allowed
-                if unknown:
-                    problems.append(
-                        f"{where}: unknown key(s) {', '.join(sorted(unknown))}; use id, name, "
-                        f"area, entities or the profile's variables ({', '.join(sorted(allowed))})"
-                    )
-                pattern = profile.var_patterns.get(key_name, ".+")
-                if _hostile(key) or not re.fullmatch(pattern, key):
-                    problems.append(f"{where}: {key!r} is not a valid {key_name}")
-                if key in entries:
-                    problems.append(f"{where}: {key!r} is listed twice")
-                entries[key] = entry
+            # The same checks as `hub check` (FirmwareProfiles.check).
+            entries, found = install_problems(profile, settings, base_literals)
+            problems.extend(f"{dotted(path)}: {message}" for path, message in found)
             if found:
                 continue
             installs[profile.name] = Install(
