@@ -48,6 +48,18 @@ ENTITIES = (
     "living_room_light.light",
 )
 PLUGIN = "frontend:discord"
+# The simulated home's areas, as in the example hub.yaml ("status of the kitchen" names one).
+AREAS = """\
+areas:
+  - {id: kitchen, name: Kitchen}
+  - {id: living_room, name: Living room}
+  - {id: bedroom, name: Bedroom}
+  - {id: bathroom, name: Bathroom}
+  - {id: hallway, name: Hallway}
+  - {id: office, name: Office}
+  - {id: garage, name: Garage}
+  - {id: garden, name: Garden}
+"""
 
 
 def make_standin(shards: int = 1) -> DiscordStandIn:
@@ -128,7 +140,7 @@ async def home(tmp_path: Path, mqtt_url: str, standin: DiscordStandIn) -> AsyncI
     from script import PEOPLE_YAML
 
     shutil.copytree(REPO / "scenes", tmp_path / "scenes")
-    extra = PEOPLE_YAML + "notifications:\n  dedupe_window: 0\n" + discord_yaml(standin)
+    extra = AREAS + PEOPLE_YAML + "notifications:\n  dedupe_window: 0\n" + discord_yaml(standin)
     hub = await start_hub(write_config(tmp_path, mqtt_url, extra))
     sim = Simulator(mqtt_url, build_home(36, seed=1), rate=0, prefix=hub.config.hub.device_topic)
     try:
