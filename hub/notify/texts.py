@@ -7,10 +7,11 @@ falls back to English.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from hub.conversation.i18n import gettext_for
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -41,14 +42,9 @@ TEXTS: dict[str, tuple[str, str]] = {
 Translator = Callable[[str], str]  # message id -> translated text
 
 
-def _translator(language: str) -> Translator | None:
-    """The command layer's gettext for ``language`` (hub.conversation.i18n), if present."""
-    try:
-        i18n = importlib.import_module("hub.conversation.i18n")
-    except ImportError:
-        return None
-    gettext_for = getattr(i18n, "gettext_for", None)
-    return gettext_for(language) if callable(gettext_for) else None
+def _translator(language: str) -> Translator:
+    """The command layer's gettext for ``language``: one catalog for every text people read."""
+    return gettext_for(language)
 
 
 class _SafeFields(dict[str, Any]):
@@ -64,8 +60,7 @@ def render(text_id: str, language: str, params: Mapping[str, Any]) -> tuple[str,
     if language != "en":
         try:
             translate = _translator(language)
-            if translate is not None:
-                title, text = translate(title), translate(text)
+            title, text = translate(title), translate(text)
         except Exception:  # a broken catalog must not stop a notification
             _LOGGER.exception("translating notification %r into %r failed", text_id, language)
     fields = _SafeFields({key: _shown(value) for key, value in params.items()})
