@@ -281,22 +281,29 @@ class SmsFrontend(Plugin):
 
     async def _serve(self) -> None:
         host, port = self.settings.listen_host, self.settings.listen_port
+        loop = asyncio.get_running_loop()
         try:
-            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-            sock = socket.create_server((host, port), family=family)
+            found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            # Bound here rather than by uvicorn: a taken port is a clear error, not uvicorn's
+            # sys.exit(), and port 0 (tests) tells us the port it got.
+            sock = socket.create_server((host, port), family=found[0][0])
         except OSError as exc:
             raise SmsError(f"cannot listen on {self.settings.listen} for webhooks: {exc}") from exc
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self._app(),
-            lifespan="off",
-            log_config=None,  # the hub configures logging; uvicorn must not reconfigure it
-            access_log=False,
-            server_header=False,
-            proxy_headers=False,  # the signature, not a forwarded header, says who called
-            limit_concurrency=64,
-            timeout_graceful_shutdown=3,
-        )
+        try:
+            config = uvicorn.Config(
+                self._app(),
+                lifespan="off",
+                log_config=None,  # the hub configures logging; uvicorn must not reconfigure it
+                access_log=False,
+                server_header=False,
+                proxy_headers=False,  # the signature, not a forwarded header, says who called
+                limit_concurrency=64,
+                timeout_graceful_shutdown=3,
+            )
+        except Exception:
+            sock.close()
+            raise
         self._server = server = _EmbeddedServer(config)
 
         async def serve() -> None:
@@ -307,7 +314,7 @@ class SmsFrontend(Plugin):
             finally:
                 sock.close()
 
-        self._serving = asyncio.get_running_loop().create_task(serve(), name="sms webhooks")
+        self._serving = loop.create_task(serve(), name="sms webhooks")
         while not server.started:
             if self._serving.done():
                 self._serving.result()  # raises why it stopped
