@@ -349,8 +349,10 @@ class SmsFrontend(Plugin):
         except _Rejected as exc:
             client = request.client.host if request.client else "?"
             self._refused(path, exc.kind, f"{exc.reason} (from {client})")
+            # A forger learns nothing (not even the URL the hub expects); the log says it all.
+            answer = "not signed by Twilio for this hub" if exc.status == 403 else exc.reason
             return HttpResponse(
-                exc.reason, status_code=exc.status, media_type="text/plain; charset=utf-8"
+                answer, status_code=exc.status, media_type="text/plain; charset=utf-8"
             )
         except HTTPException:
             raise  # Litestar's own answers

@@ -91,7 +91,9 @@ async def test_a_signature_for_another_account_is_refused(sms: SmsSetup) -> None
     params["AccountSid"] = "AC" + "f" * 32
     answer = await sms.standin.post(sms.inbound_url, params, signed_url=INBOUND)
     assert answer.status == 403
-    assert "another Twilio account" in answer.text
+    assert answer.text == "not signed by Twilio for this hub"
+    [entry] = await audited(sms, "sms_forged")
+    assert "signed for another Twilio account" in entry.detail
     assert sms.layer.requests == []
 
 
