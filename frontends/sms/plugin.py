@@ -27,7 +27,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl, quote
 
 import aiohttp
 import uvicorn
@@ -521,7 +521,7 @@ class SmsFrontend(Plugin):
         if key in self._seen:
             return HttpResponse("", status_code=204)
         self._remember(key, "")
-        delivery_id = unquote(request.query_params.get("delivery", "")) or sid
+        delivery_id = request.query_params.get("delivery", "")[:255] or sid
         ok = status not in _FAILED_STATUSES
         detail = status + (f" (Twilio error {error[:12]})" if error else "")
         self.reports.append(StatusReport(delivery_id, sid, status, error, ok))

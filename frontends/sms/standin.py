@@ -435,7 +435,10 @@ async def _main(args: argparse.Namespace) -> None:
             sender, _, text = line.strip().partition(" ")
             if sender:
                 answer = await standin.text_hub(f"{public}/sms/inbound", sender, text)
-                print(answer.message or f"(HTTP {answer.status}, no answer)")
+                if answer.status == 200:
+                    print(answer.message or "(no answer)")
+                else:
+                    print(f"(HTTP {answer.status}) {answer.text[:300]}")
             for message in standin.sent:
                 print(f"sent to {message.to}: {message.body} {message.statuses}")
             standin.sent.clear()
