@@ -11,6 +11,11 @@ One hub device per discovery ``device.identifiers[0]`` (else its first connectio
 component's ``unique_id``, else the discovery topic's ids), sanitised to ``[a-z0-9_-]``; its
 entities are keyed by the sanitised object id (the component id in device discovery), with
 the component's name in front when two components of a device share an object id.
+
+A config that describes a device another adapter already keeps (Zigbee2MQTT's configs when
+the zigbee2mqtt adapter runs too; see ``owners.py`` for the rule) is skipped, logged once and
+counted (``duplicates_skipped``); when the other adapter claims a device after discovery
+registered it, the discovery copy is removed. ``skip_duplicates: false`` keeps both.
 """
 
 from __future__ import annotations
@@ -42,10 +47,13 @@ from adapters.ha_discovery.components import (
     publish_topics,
     sanitize_id,
 )
+from adapters.ha_discovery.owners import KeyIndex, discovery_keys, identity_keys
 from adapters.ha_discovery.template import UNDEFINED, TemplateError, to_text
 from hub.api import (
     CommandError,
     Device,
+    DeviceRegistered,
+    DeviceRemoved,
     Entity,
     InvalidValue,
     Plugin,
@@ -126,6 +134,9 @@ class Settings(BaseModel):
     max_payload: int = Field(default=65536, ge=1024, le=1_048_576)
     #: At most this many components in all; further configs are rejected.
     max_components: int = Field(default=20000, ge=1, le=1_000_000)
+    #: Skip configs of a device another adapter keeps (same identifier or connection as one
+    #: of its identities, e.g. Zigbee2MQTT's configs next to the zigbee2mqtt adapter).
+    skip_duplicates: bool = True
 
     @field_validator("prefix", "birth_topic")
     @classmethod
@@ -148,6 +159,15 @@ class Settings(BaseModel):
 class _ConfigRecord:
     payload: bytes
     ids: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _Held:
+    """A config skipped because another adapter keeps its device (``claimant``)."""
+
+    payload: bytes
+    device_id: str  # the device the config would make
+    claimant: str
 
 
 @dataclass(slots=True)
@@ -183,6 +203,11 @@ class HaDiscovery(Plugin):
         self._pending: dict[str, dict[str, Any]] = {}  # entity id -> attributes before a value
         self._timers: dict[str, asyncio.TimerHandle] = {}  # entity id -> off_delay timer
         self._prefix_levels = 0
+        # Devices other adapters keep, and ours, by address; configs skipped for the former.
+        self._claims = KeyIndex()
+        self._ours = KeyIndex()
+        self._held: dict[str, _Held] = {}  # config topic -> skipped config
+        self._told: set[str] = set()  # device ids whose skipping was logged
 
     # ----- lifecycle -------------------------------------------------------------------------
 
@@ -191,6 +216,8 @@ class HaDiscovery(Plugin):
         prefix = self.settings.prefix
         self._prefix_levels = prefix.count("/") + 1
         self.context.register_dialect(OWNER, self)
+        if self.settings.skip_duplicates:
+            self._watch_owners()
         self.context.subscribe_mqtt(f"{prefix}/+/+/config", self._on_config, qos=1)
         self.context.subscribe_mqtt(f"{prefix}/+/+/+/config", self._on_config, qos=1)
         self.context.on_mqtt_connect(self._birth)
@@ -215,6 +242,10 @@ class HaDiscovery(Plugin):
         self._availability.clear()
         self._latest.clear()
         self._pending.clear()
+        self._claims = KeyIndex()
+        self._ours = KeyIndex()
+        self._held.clear()
+        self._told.clear()
 
     def _birth(self) -> None:
         # Home Assistant's birth message: firmwares that publish discovery subscribe to it and
@@ -239,6 +270,7 @@ class HaDiscovery(Plugin):
             return
         if not payload:
             # An empty (retained) config removes what that topic discovered.
+            self._held.pop(topic, None)
             self._remove_config(topic)
             return
         if len(payload) > self.settings.max_payload:
@@ -251,6 +283,9 @@ class HaDiscovery(Plugin):
         record = self._configs.get(topic)
         if record is not None and record.payload == payload:
             return  # a device announcing itself again with the same config
+        held = self._held.get(topic)
+        if held is not None and held.payload == payload:
+            return  # still another adapter's device
         try:
             raw = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
@@ -270,6 +305,8 @@ class HaDiscovery(Plugin):
                 self.context.logger.info("ignoring %s: %s", topic, exc)
             else:
                 self.context.reject(topic, str(exc), kind=exc.kind)
+            return
+        if self.settings.skip_duplicates and self._skip(topic, payload, components):
             return
         for reason in skipped:
             self.context.logger.info("ignoring part of %s: %s", topic, reason)
@@ -443,6 +480,7 @@ class HaDiscovery(Plugin):
         dids = sorted(self._devices.get(device_id, ()))
         existing = self.context.devices.get(device_id)
         if not dids:
+            self._ours.set(device_id, frozenset())
             if existing is not None and existing.owner == OWNER:
                 self.context.remove_device(device_id)
             return
@@ -484,17 +522,129 @@ class HaDiscovery(Plugin):
             manufacturer=info.manufacturer,
             model=info.model,
             firmware=info.sw_version,
-            via=sanitize_id(info.via_device) if info.via_device else None,
+            via=self._via(info.via_device),
             identities=identities,
             native={"prefix": self.settings.prefix, "discovery_ids": dids},
         )
         if existing is not None:
             device.area = existing.area  # an area given in the hub is not the device's to change
+        self._ours.set(device_id, discovery_keys(info))
         # Keys renamed by a new collision: the old entity ids are gone with their states.
         for old_id in previous - {e.id for e in entities}:
             if old_id is not None:
                 self._forget_entity(old_id)
         self.context.register_device(device, entities)
+
+    # ----- devices another adapter keeps --------------------------------------------------------
+
+    def _watch_owners(self) -> None:
+        """Index every device in the registry, then follow registrations and removals."""
+        devices = list(self.context.devices.values())
+        for device in devices:
+            if device.owner == OWNER:
+                # Stored by an earlier run: its identities are all we know until rediscovered.
+                self._ours.set(device.id, identity_keys(device.identities, split=True))
+        for device in devices:
+            if device.owner != OWNER:
+                self._on_registered(DeviceRegistered(device.id))  # removes our stored copies
+        self.context.subscribe_event(DeviceRegistered, self._on_registered)
+        self.context.subscribe_event(DeviceRemoved, self._on_removed)
+
+    def _on_registered(self, event: DeviceRegistered) -> None:
+        device = self.context.devices.get(event.device_id)
+        if device is None or device.owner == OWNER:
+            return  # ours are indexed when we register them
+        active = self.context.owner_active(device.owner)
+        keys = identity_keys(device.identities) if active else frozenset()
+        gained, lost = self._claims.set(device.id, keys)
+        if lost:
+            self._release(device.id)
+        if gained:
+            for ours in self._ours.holders(gained):
+                self._yield(ours, device.id)
+
+    def _on_removed(self, event: DeviceRemoved) -> None:
+        if self._claims.keys_of(event.device_id):
+            self._claims.set(event.device_id, frozenset())
+            self._release(event.device_id)
+        self._ours.set(event.device_id, frozenset())
+
+    def _claimant(self, keys: frozenset[str]) -> str | None:
+        holders = self._claims.holders(keys)
+        return holders[0] if holders else None
+
+    def _skip(self, topic: str, payload: bytes, components: list[Component]) -> bool:
+        """Hold a config back when another adapter keeps its device; True if it was held."""
+        # The components of one config share one device (and its device block).
+        info = _merge_info(c.device for c in components)
+        claimant = self._claimant(discovery_keys(info))
+        if claimant is None:
+            self._held.pop(topic, None)
+            return False
+        device_id = components[0].device_id
+        if self._held.get(topic) is None:
+            self.context.count("duplicates_skipped")
+        self._held[topic] = _Held(payload, device_id, claimant)
+        if topic in self._configs:
+            self._remove_config(topic)  # it described another device before
+        self._drop_stored(device_id)
+        self._tell(device_id, info.name, claimant)
+        return True
+
+    def _yield(self, device_id: str, claimant: str) -> None:
+        """Another adapter now keeps one of our devices: hold its configs, remove our copy."""
+        prefix = self.settings.prefix
+        for did in sorted(self._devices.get(device_id, ())):
+            # A discovery id is its config topic's ids (plus "#<component>" in device discovery).
+            topic = f"{prefix}/{did.partition('#')[0]}/config"
+            record = self._configs.get(topic)
+            if record is None:
+                continue
+            if topic not in self._held:
+                self.context.count("duplicates_skipped")
+            self._held[topic] = _Held(record.payload, device_id, claimant)
+            self._remove_config(topic)
+        self._drop_stored(device_id)
+        device = self.context.devices.get(claimant)
+        self._tell(device_id, device.name if device else None, claimant)
+
+    def _drop_stored(self, device_id: str) -> None:
+        # A copy an earlier run stored (or one left without components) goes too.
+        device = self.context.devices.get(device_id)
+        if device is not None and device.owner == OWNER and device_id not in self._devices:
+            self.context.remove_device(device_id)
+        self._ours.set(device_id, frozenset())
+
+    def _tell(self, device_id: str, name: str | None, claimant: str) -> None:
+        if device_id in self._told:
+            return
+        self._told.add(device_id)
+        owner = self.context.devices.get(claimant)
+        self.context.logger.info(
+            "skipping the discovery configs of %s%s: the same device is %s of the %s adapter "
+            "(skip_duplicates: false keeps both)",
+            device_id,
+            f" ({name})" if name else "",
+            claimant,
+            owner.owner if owner else "another",
+        )
+
+    def _release(self, claimant: str) -> None:
+        """The other adapter no longer keeps a device: its held configs apply again."""
+        topics = [t for t, held in self._held.items() if held.claimant == claimant]
+        for topic in topics:
+            held = self._held.pop(topic)
+            self._told.discard(held.device_id)
+            self._on_config(topic, held.payload, 0.0)
+
+    def _via(self, via_device: str | None) -> str | None:
+        if not via_device:
+            return None
+        # A bridge another adapter keeps (Zigbee2MQTT's) is the via of what it bridges.
+        claimant = self._claimant(discovery_keys(DeviceInfo(identifiers=(via_device,))))
+        if claimant is not None:
+            return claimant
+        return sanitize_id(via_device)
 
     # ----- topics ----------------------------------------------------------------------------
 
