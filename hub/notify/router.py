@@ -4,8 +4,9 @@ Every ``Notification`` on the bus (a rule's ``notify`` action, :meth:`Notificati
 or the router's own reports of hub events) is expanded into one :class:`Delivery` per
 recipient and channel, then, per delivery and in this order:
 
-1. de-duplication: the same ``key`` (or the same title and text) to the same recipient within
-   ``dedupe_window`` is dropped (recorded as ``duplicate``);
+1. de-duplication: the same title and text (with the same ``key``, if any) to the same
+   recipient within ``dedupe_window`` is dropped (recorded as ``duplicate``); an update of an
+   incident (same ``key``, new words) goes through;
 2. quiet hours: a person's non-urgent deliveries inside their quiet hours (in the hub's time
    zone) are held (stored, so they survive a restart) and sent as one digest per channel when
    quiet hours end; urgent ones break through when ``urgent_overrides_quiet``;
@@ -509,10 +510,10 @@ class NotificationRouter:
         )
         # 1. de-duplication
         window = self.settings.dedupe_window
-        dedupe_key = (
-            delivery.key
-            or hashlib.sha256(f"{delivery.title}\n{delivery.text}".encode()).hexdigest()
-        )
+        # The same words about the same incident are a duplicate; new words about it (an
+        # update) are not, so they reach the incident's thread where a channel keeps one.
+        words = hashlib.sha256(f"{delivery.title}\n{delivery.text}".encode()).hexdigest()
+        dedupe_key = f"{delivery.key}#{words}" if delivery.key else words
         if delivery.resolved:
             dedupe_key += "#resolved"
         seen_key = (recipient.channel, recipient.address, dedupe_key)

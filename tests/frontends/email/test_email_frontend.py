@@ -213,7 +213,7 @@ async def test_dedupe_and_rate_limit_hold_back_mails(
     start = time.time()
     notifier.clock = lambda: start
     notifier.notify("Door open", "Door", ["alice"], key="door")
-    notifier.notify("Door still open", "Door", ["alice"], key="door")  # duplicate key
+    notifier.notify("Door open", "Door", ["alice"], key="door")  # the same words again
     notifier.notify("Window open", "Window", ["alice"])
     notifier.notify("Garage open", "Garage", ["alice"])  # the bucket is empty now
     notifier.notify("Shed open", "Shed", ["alice"])
