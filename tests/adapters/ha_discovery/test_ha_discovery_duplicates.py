@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hadisc_support import adapter_running, eventually, fixture, publish, publish_configs, state
+from hadisc_support import adapter_running, fixture, publish, publish_configs, state
+from hubtest import eventually
 from mqttprobe import MqttProbe
 
 from adapters.ha_discovery.components import DeviceInfo
