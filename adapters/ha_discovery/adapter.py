@@ -610,8 +610,10 @@ class HaDiscovery(Plugin):
 
     def _drop_stored(self, device_id: str) -> None:
         # A copy an earlier run stored (or one left without components) goes too.
+        if device_id in self._devices:
+            return  # components of other configs still make it
         device = self.context.devices.get(device_id)
-        if device is not None and device.owner == OWNER and device_id not in self._devices:
+        if device is not None and device.owner == OWNER:
             self.context.remove_device(device_id)
         self._ours.set(device_id, frozenset())
 
