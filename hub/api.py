@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from hub.bus import Listener
 from hub.commands import Command, CommandError, CommandResult, Dialect
@@ -51,6 +51,7 @@ __all__ = [
     "CommandResult",
     "ConfigIssue",
     "Context",
+    "DemoStandIn",
     "Device",
     "DeviceRegistered",
     "DeviceRemoved",
@@ -127,6 +128,45 @@ class Plugin:
 
     async def stop(self) -> None:
         """Release what ``start`` took outside the context."""
+
+    @classmethod
+    def demo_standin(cls) -> DemoStandIn | None:
+        """A local stand-in of the outside service this plug-in talks to, for `hub demo`."""
+        return None
+
+
+class DemoStandIn(Protocol):
+    """A front-end's outside service (Discord, Twilio, an SMTP server) on loopback.
+
+    `hub demo` starts one per front-end that offers it, configures the front-end against it,
+    lets the person at the console talk through it and prints what the hub sent out.
+    """
+
+    #: How the console names this front-end ("discord", "sms", "email").
+    name: str
+
+    async def start(self) -> dict[str, Any]:
+        """Start listening; return the front-end's settings that point at the stand-in."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        ...
+
+    def describe(self) -> list[str]:
+        """Lines for the demo's banner: where the stand-in listens and how to use it."""
+        ...
+
+    async def say(self, address: str | None, text: str) -> str | None:
+        """Send ``text`` from ``address`` (None: someone the hub does not know); the reply.
+
+        None when this front-end takes no words from people (e-mail only sends).
+        """
+        ...
+
+    def outbox(self) -> list[str]:
+        """One line per message the hub sent through the stand-in since the last call."""
+        ...
 
 
 class PluginContext:

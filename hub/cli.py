@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="mixed: devices speak Tasmota, Shelly, Zigbee2MQTT, discovery and the hub's own "
         "convention (default); native: only the hub's own convention",
     )
+    demo.add_argument(
+        "--no-frontends",
+        action="store_true",
+        help="do not run the Discord, SMS and e-mail front-ends against their local stand-ins",
+    )
 
     check = sub.add_parser(
         "check",
@@ -259,7 +264,19 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("amqtt", "transitions", "aiosqlite", "asyncio", "alembic"):
+    # Libraries that log every request or connection at INFO; their warnings still show.
+    for noisy in (
+        "amqtt",
+        "transitions",
+        "aiosqlite",
+        "asyncio",
+        "alembic",
+        "aiohttp.access",
+        "twilio",
+        "uvicorn",
+        "mail.log",
+        "discord",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
@@ -317,7 +334,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     setup_logging(loaded.config.logging.level, loaded.config.logging.format)
 
+    from hub.demofrontends import DemoFrontends
+
     simulators: list[Any] = []
+    frontends = None if args.no_frontends else DemoFrontends()
 
     async def with_simulator(hub: Any) -> None:
         from hub.simulator import Simulator, build_home
@@ -337,7 +357,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from hub.events import Notification
 
         def show(note: Notification) -> None:
-            # No messaging front-end is configured in the demo: notifications go to the console.
+            # Every notification is also printed, so the demo shows it with or without front-ends.
             title = f"{note.title}: " if note.title else ""
             print(f"notification  {title}{note.message}", flush=True)
 
@@ -379,19 +399,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     f"  rule runs      hub rules trace hallway_motion_light --config {loaded.path}",
                     f"  why            hub why hallway_light.light --config {loaded.path}",
                     "",
+                    "",
+                    *(frontends.banner() if frontends is not None else []),
+                    "",
                     "Ctrl-C stops everything cleanly.",
                     "",
                 ]
             ),
             flush=True,
         )
+        if frontends is not None:
+            frontends.attach(hub)
 
     async def stop_simulator() -> None:
         # Devices go offline before the hub stops, so the hub records it like a real home.
         for sim in simulators:
             await asyncio.to_thread(sim.stop)
 
-    return asyncio.run(_run_hub(loaded, on_started=with_simulator, on_stopping=stop_simulator))
+    async def demo() -> int:
+        from dataclasses import replace
+
+        demo_loaded = loaded
+        try:
+            if frontends is not None:
+                demo_loaded = replace(loaded, config=await frontends.start(loaded.config))
+            return await _run_hub(
+                demo_loaded, on_started=with_simulator, on_stopping=stop_simulator
+            )
+        finally:
+            if frontends is not None:
+                await frontends.stop()
+
+    return asyncio.run(demo())
 
 
 def _display_db(url: str) -> str:

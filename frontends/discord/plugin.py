@@ -13,7 +13,7 @@ from frontends.discord._discord import discord
 from frontends.discord.alerts import DiscordAlerts
 from frontends.discord.bot import DiscordBot
 from frontends.discord.settings import Settings
-from hub.api import Plugin, PluginContext
+from hub.api import DemoStandIn, Plugin, PluginContext
 
 
 class DiscordUnavailable(Exception):
@@ -33,6 +33,13 @@ def point_at(api_base: str, gateway: str) -> None:
 class DiscordFrontend(Plugin):
     """Slash commands, buttons, mentions and alerts on Discord (see README.md here)."""
 
+    @classmethod
+    def demo_standin(cls) -> DemoStandIn:
+        """`hub demo` runs this front-end against a local stand-in of its service."""
+        from frontends.discord.demo import DiscordDemo
+
+        return DiscordDemo()
+
     settings_model = Settings
 
     def __init__(self, context: PluginContext, settings: Any) -> None:
@@ -45,6 +52,10 @@ class DiscordFrontend(Plugin):
         """Log in, sync the slash commands, connect, and wait for Discord's READY."""
         settings: Settings = self.settings
         point_at(settings.api_base, settings.gateway)
+        # The hub never joins voice channels: discord.py's "voice will NOT be supported"
+        # warnings on every start would only worry people.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         bot = self.bot = DiscordBot(self.context, settings)
         client = bot.client
         try:

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import aiosmtplib
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hub.api import Duration, Plugin, PluginContext
+from hub.api import DemoStandIn, Duration, Plugin, PluginContext
 from hub.notify import Delivery, DeliveryResult
 
 # A practical address check (RFC 5322 allows more, mail servers accept less): one @, no
@@ -154,6 +154,13 @@ def _now() -> Any:
 
 class EmailFrontend(Plugin):
     """Registers the ``email`` notification channel and sends through an SMTP server."""
+
+    @classmethod
+    def demo_standin(cls) -> DemoStandIn:
+        """`hub demo` runs this front-end against a local stand-in of its service."""
+        from frontends.email.demo import EmailDemo
+
+        return EmailDemo()
 
     settings_model = EmailSettings
 

@@ -48,7 +48,7 @@ from twilio.twiml.messaging_response import MessagingResponse  # type: ignore[im
 
 from frontends.sms.segments import fit
 from frontends.sms.settings import E164, Settings
-from hub.api import Plugin, PluginContext
+from hub.api import DemoStandIn, Plugin, PluginContext
 from hub.conversation import Identity, IdentityKind, Reply, ReplyStatus, Request
 from hub.conversation.people import normalise_address
 from hub.notify import Delivery, DeliveryResult
@@ -175,6 +175,13 @@ def clean(text: str) -> str:
 
 class SmsFrontend(Plugin):
     """People text the hub through Twilio; alerts reach them the same way."""
+
+    @classmethod
+    def demo_standin(cls) -> DemoStandIn:
+        """`hub demo` runs this front-end against a local stand-in of its service."""
+        from frontends.sms.demo import SmsDemo
+
+        return SmsDemo()
 
     settings_model = Settings
 
