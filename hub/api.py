@@ -17,6 +17,19 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 from hub.bus import Listener
 from hub.commands import Command, CommandError, CommandResult, Dialect
 from hub.config import validate_model
+from hub.conversation import (
+    CommandLayer,
+    Identity,
+    IdentityKind,
+    Person,
+    Reply,
+    ReplyAction,
+    ReplyField,
+    ReplyStatus,
+    Request,
+    Role,
+)
+from hub.conversation.people import normalise_address
 from hub.durations import Duration
 from hub.events import DeviceRegistered, DeviceRemoved, Event
 from hub.model import (
@@ -32,25 +45,27 @@ from hub.model import (
     State,
     check_id,
 )
+from hub.notify import Delivery, DeliveryResult, NotificationChannel
 from hub.yamlsource import ConfigIssue, SourceDoc, SourceError, load_yaml
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from hub.conversation import CommandLayer
     from hub.conversation.layer import IntentHandler
     from hub.core import Hub
     from hub.mqtt import MessageHandler
-    from hub.notify import NotificationChannel
 
 __all__ = [
     "NUMERIC_ATTRIBUTES",
     "CheckContext",
     "Command",
     "CommandError",
+    "CommandLayer",
     "CommandResult",
     "ConfigIssue",
     "Context",
+    "Delivery",
+    "DeliveryResult",
     "DemoStandIn",
     "Device",
     "DeviceRegistered",
@@ -59,14 +74,25 @@ __all__ = [
     "Duration",
     "Entity",
     "EntityKind",
+    "Identity",
+    "IdentityKind",
     "InvalidValue",
+    "NotificationChannel",
     "Origin",
+    "Person",
     "Plugin",
     "PluginContext",
+    "Reply",
+    "ReplyAction",
+    "ReplyField",
+    "ReplyStatus",
+    "Request",
+    "Role",
     "SourceDoc",
     "SourceError",
     "State",
     "load_yaml",
+    "normalise_address",
     "validate_model",
 ]
 

@@ -19,7 +19,7 @@ import aiohttp
 
 from frontends.discord._discord import discord
 from frontends.discord.render import delivery_embed, reply_view, thread_name
-from hub.notify import Delivery, DeliveryResult
+from hub.api import Delivery, DeliveryResult
 
 if TYPE_CHECKING:
     from frontends.discord.bot import DiscordBot

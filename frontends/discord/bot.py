@@ -25,12 +25,12 @@ from frontends.discord.render import (
     reply_view,
 )
 from frontends.discord.settings import Settings
-from hub.api import PluginContext
-from hub.conversation import (
+from hub.api import (
     CommandLayer,
     Identity,
     IdentityKind,
     Person,
+    PluginContext,
     Reply,
     ReplyStatus,
     Request,

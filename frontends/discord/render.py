@@ -12,8 +12,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from frontends.discord._discord import discord
-from hub.conversation import Reply, ReplyAction, ReplyStatus
-from hub.notify import Delivery
+from hub.api import Delivery, Reply, ReplyAction, ReplyStatus
 
 TITLE_MAX = 256
 DESCRIPTION_MAX = 4096

@@ -15,8 +15,7 @@ from typing import Annotated, Any, Literal
 import aiosmtplib
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hub.api import DemoStandIn, Duration, Plugin, PluginContext
-from hub.notify import Delivery, DeliveryResult
+from hub.api import Delivery, DeliveryResult, DemoStandIn, Duration, Plugin, PluginContext
 
 # A practical address check (RFC 5322 allows more, mail servers accept less): one @, no
 # spaces, no control characters, a dotted or bracketed domain.

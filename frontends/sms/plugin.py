@@ -48,10 +48,19 @@ from twilio.twiml.messaging_response import MessagingResponse  # type: ignore[im
 
 from frontends.sms.segments import fit
 from frontends.sms.settings import E164, Settings
-from hub.api import DemoStandIn, Plugin, PluginContext
-from hub.conversation import Identity, IdentityKind, Reply, ReplyStatus, Request
-from hub.conversation.people import normalise_address
-from hub.notify import Delivery, DeliveryResult
+from hub.api import (
+    Delivery,
+    DeliveryResult,
+    DemoStandIn,
+    Identity,
+    IdentityKind,
+    Plugin,
+    PluginContext,
+    Reply,
+    ReplyStatus,
+    Request,
+    normalise_address,
+)
 
 INBOUND_PATH = "/sms/inbound"
 STATUS_PATH = "/sms/status"
