@@ -55,7 +55,9 @@ SCRIPT = (
     Step("alice", "status of the kitchen", ("kitchen light", "on")),
     Step("alice", "why is the kitchen light on", ("alice",)),
     Step("bob", "unlock the front door", ("not allowed",), ("front_door_lock.lock", "locked")),
-    Step("stranger", "turn off the kitchen light", ("don't know you",), ("kitchen_light.light", "on")),
+    Step(
+        "stranger", "turn off the kitchen light", ("don't know you",), ("kitchen_light.light", "on")
+    ),
 )
 
 

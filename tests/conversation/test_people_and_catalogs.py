@@ -90,8 +90,15 @@ def test_people_errors_are_reported_at_their_line_and_column(tmp_path: Path) -> 
         assert issue.col > 0
 
 
-def test_the_example_household_config_still_loads() -> None:
-    assert load_config(REPO / "hub.yaml").config.people == ()
+def test_the_example_household_has_an_admin_and_a_german_speaking_guest() -> None:
+    people = {p.id: p for p in load_config(REPO / "hub.yaml").config.people}
+    assert set(people) == {"alice", "bob"}
+    assert people["alice"].role == "admin"
+    assert people["bob"].role == "guest"
+    assert people["bob"].language == "de"
+    # hub demo talks as them through the stand-ins, which know these addresses.
+    assert people["alice"].discord == "100000000000000001"
+    assert people["bob"].phones == ("+15550000002",)
 
 
 @pytest.mark.parametrize(
