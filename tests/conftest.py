@@ -13,7 +13,7 @@ import asyncio
 import sys
 import threading
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +27,11 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
+from hubtest import HubFactory  # noqa: E402
 from mqttprobe import MqttProbe, ProbeMessage  # noqa: E402
+
+from hub.config import load_config  # noqa: E402
+from hub.core import Hub  # noqa: E402
 
 __all__ = ["MqttProbe", "ProbeMessage"]
 
@@ -214,3 +218,33 @@ def postgres_url() -> Iterator[str]:
         yield POSTGRES_URL_TEMPLATE.format(name=name)
     finally:
         run_private(_drop_database(name))
+
+
+# --- hubs and a probe -------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def hub_factory() -> AsyncIterator[HubFactory]:
+    """Start hubs from config files; every hub started is stopped at the end."""
+    started: list[Hub] = []
+
+    async def make(
+        config_path: Path, *, start_plugins: bool = True, start_rules: bool = True
+    ) -> Hub:
+        loaded = load_config(config_path)
+        hub = Hub(loaded.config, config_path=loaded.path, source=loaded.source)
+        await hub.start(start_plugins=start_plugins, start_rules=start_rules)
+        started.append(hub)
+        return hub
+
+    yield make
+    for running in started:
+        if running.started:
+            await running.stop()
+
+
+@pytest.fixture
+def probe(mqtt_url: str) -> Iterator[MqttProbe]:
+    """A connected MQTT probe (plays devices, watches the hub's topics)."""
+    with MqttProbe(mqtt_url) as client:
+        yield client

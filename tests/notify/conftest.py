@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from hubtest import HubFactory
 
 import hub.plugins
-from hub.config import load_config
-from hub.core import Hub
 
 RECORDER_MODULE = '''
 """A recording notification channel (tests only)."""
@@ -88,21 +84,3 @@ def recorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     import hubtest_recorder  # type: ignore[import-not-found]
 
     return hubtest_recorder  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-async def hub_factory() -> AsyncIterator[HubFactory]:
-    """Start hubs from config files; every hub started is stopped at the end."""
-    started: list[Hub] = []
-
-    async def make(config_path: Path, *, start_plugins: bool = True) -> Hub:
-        loaded = load_config(config_path)
-        hub = Hub(loaded.config, config_path=loaded.path, source=loaded.source)
-        await hub.start(start_plugins=start_plugins)
-        started.append(hub)
-        return hub
-
-    yield make
-    for running in started:
-        if running.started:
-            await running.stop()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from firmwarehub import HubFactory
-from mqttprobe import MqttProbe
 
 from hub.config import load_config
 from hub.core import Hub
@@ -29,10 +28,3 @@ async def hub_factory(tmp_path: Path) -> AsyncIterator[HubFactory]:
     for hub in started:
         if hub.started:
             await hub.stop()
-
-
-@pytest.fixture
-def probe(mqtt_url: str) -> Iterator[MqttProbe]:
-    """A connected MQTT client for the test to play the devices."""
-    with MqttProbe(mqtt_url) as client:
-        yield client
