@@ -19,6 +19,7 @@ import orjson
 
 from adapters.firmware.checks import check_settings, dotted, install_problems
 from adapters.firmware.checks import hostile as _hostile
+from adapters.firmware.decode import MapPlan, bind_conditions
 from adapters.firmware.paths import MISSING, Bindings
 from adapters.firmware.profile import (
     Availability,
@@ -59,6 +60,8 @@ from hub.api import (
 _ID_CHARS = re.compile(r"[^a-z0-9_\-]+")
 _CORRELATION_WINDOW = 1024  # outstanding request ids remembered for responses
 _SUB_QOS_1 = 1
+# Topics remembered per subscription with the rules they match (topics come from devices).
+_MATCH_MEMO_LIMIT = 4096
 
 
 class FirmwareConfigError(Exception):
@@ -107,6 +110,9 @@ class Known:
     vars: dict[str, Any]
     entry: DeviceEntry | None
     routes: list[Route] = field(default_factory=list)
+    # Its entities by key as last read from the registry, and the Device they were read from.
+    registered: Device | None = None
+    by_key: dict[str, Entity] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -163,6 +169,8 @@ class FirmwareProfiles(Plugin):
         self._by_id: dict[str, Known] = {}
         self._routes: dict[str, list[Route]] = {}
         self._shared: dict[tuple[str, int], Route] = {}
+        # topic filter -> topic -> the routes it matches with their topic variables
+        self._matched: dict[str, dict[str, tuple[tuple[Route, dict[str, Any]], ...]]] = {}
         self._subscriptions: dict[str, Callable[[], None]] = {}
         self._seq = itertools.count(1)
         self._requests: OrderedDict[int, tuple[str, str]] = OrderedDict()
@@ -189,6 +197,7 @@ class FirmwareProfiles(Plugin):
     async def stop(self) -> None:
         """Forget routes (the context undoes the subscriptions themselves)."""
         self._routes.clear()
+        self._matched.clear()
         self._shared.clear()
         self._subscriptions.clear()
 
@@ -313,6 +322,7 @@ class FirmwareProfiles(Plugin):
 
     def _add_route(self, route: Route) -> None:
         topic_filter = route.pattern.filter
+        self._matched.pop(topic_filter, None)
         routes = self._routes.get(topic_filter)
         if routes is None:
             routes = self._routes[topic_filter] = []
@@ -331,6 +341,7 @@ class FirmwareProfiles(Plugin):
 
     def _remove_route(self, route: Route) -> None:
         topic_filter = route.pattern.filter
+        self._matched.pop(topic_filter, None)
         routes = self._routes.get(topic_filter)
         if routes is None or route not in routes:
             return
@@ -344,7 +355,25 @@ class FirmwareProfiles(Plugin):
     # ----- inbound -------------------------------------------------------------------------------
 
     def _on_message(self, topic_filter: str, topic: str, payload: bytes) -> None:
-        matches: list[tuple[Route, dict[str, str]]] = []
+        memo = self._matched.get(topic_filter)
+        if memo is None:
+            memo = self._matched[topic_filter] = {}
+        matches = memo.get(topic)
+        try:
+            if matches is None:
+                matches = self._match(topic_filter, topic)
+                if len(memo) >= _MATCH_MEMO_LIMIT:
+                    memo.clear()
+                memo[topic] = matches
+            if not matches:
+                return  # another firmware's message under a shared filter
+            self._handle(topic, payload, matches)
+        except Reject as reject:
+            self.context.reject(topic, reject.reason, kind=reject.kind)
+
+    def _match(self, topic_filter: str, topic: str) -> tuple[tuple[Route, dict[str, Any]], ...]:
+        """The rules ``topic`` is for, each with the variables its topic gives (checked)."""
+        matches: list[tuple[Route, dict[str, Any]]] = []
         seen: set[tuple[str, int]] = set()
         for route in self._routes.get(topic_filter, ()):
             captures = route.pattern.match(topic)
@@ -354,16 +383,17 @@ class FirmwareProfiles(Plugin):
             if ident in seen:
                 continue
             seen.add(ident)
-            matches.append((route, captures))
-        if not matches:
-            return  # another firmware's message under a shared filter
-        try:
-            self._handle(topic, payload, matches)
-        except Reject as reject:
-            self.context.reject(topic, reject.reason, kind=reject.kind)
+            profile = route.install.profile
+            variables: dict[str, Any] = {}
+            for name, raw in captures.items():
+                if _hostile(raw):
+                    raise Reject(f"{name} {raw[:60]!r} in the topic is not acceptable", "bad_topic")
+                variables[name] = int(raw) if name in profile.int_vars else raw
+            matches.append((route, variables))
+        return tuple(matches)
 
     def _handle(
-        self, topic: str, payload: bytes, matches: list[tuple[Route, dict[str, str]]]
+        self, topic: str, payload: bytes, matches: tuple[tuple[Route, dict[str, Any]], ...]
     ) -> None:
         if len(payload) > self.settings.max_payload:
             raise Reject(
@@ -372,8 +402,12 @@ class FirmwareProfiles(Plugin):
         batches: dict[tuple[str, str], _DeviceBatch] = {}
         removals: list[Known] = []
         parsed: list[Any] = []  # the JSON payload, decoded once for every rule that needs it
-        for route, captures in matches:
-            self._apply_rule(route, captures, topic, payload, parsed, batches, removals)
+        for route, from_topic in matches:
+            # Each rule gets its own copy: it adds what the payload says.
+            variables = dict(from_topic)
+            if route.known is not None:
+                variables.setdefault(route.install.profile.device.key, route.known.key)
+            self._apply_rule(route, variables, topic, payload, parsed, batches, removals)
         if batches:
             self._commit(topic, batches)
         for known in removals:
@@ -390,7 +424,7 @@ class FirmwareProfiles(Plugin):
     def _apply_rule(
         self,
         route: Route,
-        captures: dict[str, str],
+        variables: dict[str, Any],
         topic: str,
         payload: bytes,
         parsed: list[Any],
@@ -399,13 +433,6 @@ class FirmwareProfiles(Plugin):
     ) -> None:
         install, rule = route.install, route.rule
         profile = install.profile
-        variables: dict[str, Any] = {}
-        for name, raw in captures.items():
-            if _hostile(raw):
-                raise Reject(f"{name} {raw[:60]!r} in the topic is not acceptable", "bad_topic")
-            variables[name] = int(raw) if name in profile.int_vars else raw
-        if route.known is not None:
-            variables.setdefault(profile.device.key, route.known.key)
 
         if not payload:
             # An empty retained message clears a topic; only a discovery topic means "removed".
@@ -425,7 +452,7 @@ class FirmwareProfiles(Plugin):
             data = self._decode_json(payload, parsed)
             if not isinstance(data, dict):
                 raise Reject(f"expected a JSON object, got {type(data).__name__}", "wrong_type")
-            if not _conditions_hold(rule.when, data, variables):
+            if rule.when and not _conditions_hold(rule.when, data, variables):
                 return
             if rule.error is not None:
                 error = rule.error.get(data) if rule.error.literal else MISSING
@@ -455,9 +482,10 @@ class FirmwareProfiles(Plugin):
                     if problem:
                         raise Reject(f"device field {path.source!r}: {problem[0]}", "bad_config")
                 variables[name] = value
-            key_path = dict(rule.device_vars).get(profile.device.key)
-            if key_path is not None and profile.device.key not in variables:
-                raise Reject(f"the payload has no {key_path.source!r}", "bad_config")
+            if rule.device_vars:
+                key_path = dict(rule.device_vars).get(profile.device.key)
+                if key_path is not None and profile.device.key not in variables:
+                    raise Reject(f"the payload has no {key_path.source!r}", "bad_config")
 
         known = route.known
         rekey = None
@@ -486,15 +514,11 @@ class FirmwareProfiles(Plugin):
                 value = path.get(data) if path.literal else MISSING
                 if value is not MISSING and not isinstance(value, dict | list):
                     batch.binds[name] = value
+        if not rule.decode:
+            return
         bindings = {**variables, **batch.binds}
-        for group in rule.decode:
-            for node, found in group.at.find(data, bindings):
-                at_bindings = _bind_conditions(group.when, node, found)
-                if at_bindings is None:
-                    continue
-                for fmap in group.maps:
-                    for value, map_bindings in fmap.path.find(node, at_bindings):
-                        self._collect(batch, fmap, value, map_bindings)
+        for plan, value, map_bindings in rule.plan.readings(data, bindings):
+            self._collect(batch, plan, value, map_bindings)
 
     def _identify(
         self,
@@ -520,6 +544,11 @@ class FirmwareProfiles(Plugin):
                 return None  # e.g. a response to a request we no longer remember
             return found
         key = text_of(key)
+        known = self._known.get((profile.name, key))
+        if known is not None:
+            # The hot path: a device we speak to (its key was checked when it became known).
+            variables[key_name] = key
+            return known
         pattern = profile.var_patterns.get(key_name)
         if _hostile(key) or (pattern is not None and not re.fullmatch(pattern, key)):
             raise Reject(f"{key_name} {key[:60]!r} is not acceptable", "bad_topic")
@@ -583,28 +612,33 @@ class FirmwareProfiles(Plugin):
             "wrong_type",
         )
 
-    def _collect(self, batch: _DeviceBatch, fmap: FieldMap, value: Any, bindings: Bindings) -> None:
+    def _collect(self, batch: _DeviceBatch, plan: MapPlan, value: Any, bindings: Bindings) -> None:
+        fmap = plan.fmap
         if fmap.each is not None and isinstance(value, list):
             for index, item in enumerate(value):
                 self._collect_one(
-                    batch, fmap, fmap.each, item, {**bindings, "item": index + 1, "index": index}
+                    batch, plan, fmap.each, item, {**bindings, "item": index + 1, "index": index}
                 )
         else:
-            self._collect_one(batch, fmap, fmap.entity, value, bindings)
+            self._collect_one(batch, plan, fmap.entity, value, bindings)
 
     def _collect_one(
         self,
         batch: _DeviceBatch,
-        fmap: FieldMap,
+        plan: MapPlan,
         key_template: Template,
         value: Any,
         bindings: Bindings,
     ) -> None:
-        try:
-            value = apply_all(fmap.transforms, value)
-        except TransformError as exc:
-            raise Reject(f"{fmap.path.source or 'payload'}: {exc}", "wrong_type") from None
-        if value is SKIP or value is None:
+        fmap = plan.fmap
+        if fmap.transforms:
+            try:
+                value = apply_all(fmap.transforms, value)
+            except TransformError as exc:
+                raise Reject(f"{fmap.path.source or 'payload'}: {exc}", "wrong_type") from None
+            if value is SKIP:
+                return
+        if value is None:
             return
         if isinstance(value, dict | list):
             raise Reject(
@@ -612,13 +646,18 @@ class FirmwareProfiles(Plugin):
                 f"{'an object' if isinstance(value, dict) else 'a list'}",
                 "wrong_type",
             )
-        try:
+        known = batch.known
+
+        def render(template: Template, bound: Bindings) -> str:
             try:
                 # The hot path: keys are made of the message's own variables.
-                text = key_template.render(bindings.__getitem__)
+                text = template.render(bound.__getitem__)
             except TemplateError:
-                text = self._render(batch.known, key_template, bindings)
-            key = sanitise_id(text)
+                text = self._render(known, template, bound)
+            return sanitise_id(text)
+
+        try:
+            key = plan.entity_key(key_template, bindings, render)
         except TemplateError as exc:
             raise Reject(f"{fmap.where}: {exc}", "wrong_type") from None
         if not key:
@@ -637,20 +676,26 @@ class FirmwareProfiles(Plugin):
 
     def _commit(self, topic: str, batches: dict[tuple[str, str], _DeviceBatch]) -> None:
         context = self.context
-        plans: list[tuple[_DeviceBatch, list[Entity], bool, list[tuple[str, Any, Any]]]] = []
+        plans: list[tuple[_DeviceBatch, list[Entity] | None, list[tuple[str, Any, Any]]]] = []
+        # Reports for entities registered as they are: report_states checks them (all or
+        # nothing) unless something is registered first, when they are checked here too.
+        deferred: list[tuple[str, Entity, Any, Any]] = []
+        registering = False
         # 1. Check everything the message says before changing anything.
         for batch in batches.values():
             known = batch.known
             if batch.new:
                 known.vars.update(batch.var_updates)
                 known.device_id = self._allocate_id(known.install, known.vars, known.entry)
-            entities = self._entities_of(known)
-            by_key = {e.key: e for e in entities}
+            # The remembered map, copied (own) before an entity is added to it.
+            by_key: Mapping[str, Entity] = self._entity_map(known)
+            own: dict[str, Entity] | None = None
             changed = batch.new or bool(batch.var_updates)
             reports: list[tuple[str, Any, Any]] = []
             for key, pending in batch.entities.items():
                 entity = by_key.get(key)
                 fmap = pending.fmap
+                fresh = None
                 if entity is None or (
                     entity.kind is not fmap.kind and entity.kind in fmap.upgrades
                 ):
@@ -665,27 +710,35 @@ class FirmwareProfiles(Plugin):
                         if isinstance(old_vars, dict):
                             fresh.options["vars"] = {**old_vars, **fresh.options["vars"]}
                     entity = fresh
-                    by_key[key] = entity
+                    if own is None:
+                        own = dict(by_key)
+                        by_key = own
+                    own[key] = entity
                     changed = True
                 value = None if pending.value is MISSING else pending.value
+                attributes = pending.attributes or None
                 if value is None and context.state(entity.id) is None:
                     continue
-                try:
-                    context.validate_state(entity, value, pending.attributes or None)
-                except InvalidValue as exc:
-                    raise Reject(f"{known.device_id}.{key}: {exc}", "wrong_type") from None
-                reports.append((entity.id, value, pending.attributes or None))
-            plans.append((batch, list(by_key.values()), changed, reports))
+                if fresh is None:
+                    deferred.append((f"{known.device_id}.{key}", entity, value, attributes))
+                else:
+                    self._check(f"{known.device_id}.{key}", entity, value, attributes)
+                reports.append((entity.id, value, attributes))
+            registering = registering or changed
+            plans.append((batch, list(by_key.values()) if changed else None, reports))
+        if registering:
+            for where, entity, value, attributes in deferred:
+                self._check(where, entity, value, attributes)
         # 2. Apply: devices and entities first, then states, then availability.
         all_reports: list[tuple[str, Any, Any]] = []
-        for batch, entities, changed, reports in plans:
+        for batch, entities, reports in plans:
             known = batch.known
             if batch.rekey is not None:
                 self._rekey(known, batch.rekey)
             known.vars.update(batch.var_updates)
             if batch.new:
                 self._remember(known)
-            if changed:
+            if entities is not None:
                 self._register(known, entities)
                 if batch.new:
                     self._subscribe_device(known)
@@ -695,9 +748,11 @@ class FirmwareProfiles(Plugin):
         if all_reports:
             try:
                 context.report_states(all_reports)
-            except (InvalidValue, KeyError) as exc:  # pragma: no cover - checked above
+            except InvalidValue as exc:  # says which entity: "<device>.<key>: why"
                 raise Reject(str(exc), "wrong_type") from None
-        for batch, _entities, _changed, _reports in plans:
+            except KeyError as exc:  # pragma: no cover - the entities were just registered
+                raise Reject(str(exc), "wrong_type") from None
+        for batch, _entities, _reports in plans:
             known = batch.known
             device = context.devices.get(known.device_id)
             was_available = bool(device and device.available)
@@ -745,6 +800,27 @@ class FirmwareProfiles(Plugin):
             or fmap.device_class,
             options=options,
         )
+
+    def _check(self, where: str, entity: Entity, value: Any, attributes: Any) -> None:
+        try:
+            self.context.validate_state(entity, value, attributes)
+        except InvalidValue as exc:
+            raise Reject(f"{where}: {exc}", "wrong_type") from None
+
+    def _entity_map(self, known: Known) -> Mapping[str, Entity]:
+        """The device's registered entities by key, remembered until the device is registered
+        again (the registry then holds a new Device)."""
+        device = self.context.devices.get(known.device_id)
+        if device is None:
+            return {}
+        if known.registered is not device:
+            entities = self.context.entities
+            known.by_key = {
+                entity.key: entity
+                for entity in (entities[e] for e in device.entity_ids if e in entities)
+            }
+            known.registered = device
+        return known.by_key
 
     def _entities_of(self, known: Known) -> list[Entity]:
         device = self.context.devices.get(known.device_id)
@@ -1017,37 +1093,8 @@ def _render_or_none(template: Template, variables: Mapping[str, Any]) -> str | N
 
 
 def _conditions_hold(conditions: tuple[Condition, ...], data: Any, bindings: Bindings) -> bool:
-    found = _bind_conditions(conditions, data, bindings)
+    found = bind_conditions(conditions, data, bindings)
     if found is None:
         return False
     bindings.update(found)
     return True
-
-
-def _bind_conditions(
-    conditions: tuple[Condition, ...], node: Any, bindings: Bindings
-) -> Bindings | None:
-    if not conditions:
-        return bindings
-    bound = dict(bindings)
-    for condition in conditions:
-        value = condition.path.get(node)
-        if value is MISSING:
-            return None
-        if condition.pattern is None:
-            if value != condition.constant or isinstance(value, bool) != isinstance(
-                condition.constant, bool
-            ):
-                return None
-            continue
-        if not isinstance(value, str):
-            return None
-        match = condition.pattern.fullmatch(value)
-        if match is None:
-            return None
-        for name, raw in match.groupdict().items():
-            typed: Any = int(raw) if name in condition.ints else raw
-            if name in bound and bound[name] != typed:
-                return None
-            bound[name] = typed
-    return bound

@@ -14,11 +14,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from adapters.firmware.templates import Slot, Template
 
 Bindings = dict[str, Any]
+T = TypeVar("T")
 
 
 class PathError(ValueError):
@@ -31,10 +32,35 @@ class _Key:
     index: int | None  # the key read as a list index, when it is digits
 
 
+# Keys a pattern segment remembers: the same few keys arrive in every message of a device,
+# but a payload's keys are the sender's, so the memory is bounded.
+_MEMO_LIMIT = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class _Pattern:
     regex: re.Pattern[str]
     ints: frozenset[str]  # variables converted to int when bound
+    # key -> the variables it binds (typed), or None when it does not fit
+    memo: dict[str, dict[str, Any] | None] = field(default_factory=dict, compare=False)
+
+    def bind(self, key: str) -> dict[str, Any] | None:
+        """The variables ``key`` binds, or None when it does not fit (remembered)."""
+        try:
+            return self.memo[key]
+        except KeyError:
+            pass
+        match = self.regex.fullmatch(key)
+        found: dict[str, Any] | None = None
+        if match is not None:
+            found = {
+                name: int(value) if name in self.ints else value
+                for name, value in match.groupdict().items()
+            }
+        if len(self.memo) >= _MEMO_LIMIT:
+            self.memo.clear()
+        self.memo[key] = found
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +92,30 @@ class JsonPath:
         node = data
         for segment in self.segments:
             assert isinstance(segment, _Key)  # callers check .literal
-            node = _step(node, segment)
+            # Objects first, inline: the hot path of every decoded message.
+            node = node.get(segment.key, MISSING) if type(node) is dict else _step(node, segment)
             if node is MISSING:
                 return MISSING
         return node
+
+    def object_keys(self) -> tuple[str, ...] | None:
+        """The path as plain object keys (no list indices, patterns or stars), or None."""
+        keys: list[str] = []
+        for segment in self.segments:
+            if not isinstance(segment, _Key) or segment.index is not None:
+                return None
+            keys.append(segment.key)
+        return tuple(keys)
+
+    def split_pattern(self) -> tuple[JsonPath, _Pattern] | None:
+        """Literal keys then one pattern segment: (the literal part, the pattern); else None."""
+        if not self.segments or not isinstance(self.segments[-1], _Pattern):
+            return None
+        head = self.segments[:-1]
+        if not all(isinstance(s, _Key) for s in head):
+            return None
+        source = ".".join(s.key for s in head if isinstance(s, _Key))
+        return JsonPath(source, head), self.segments[-1]
 
     def find(self, data: Any, bindings: Bindings) -> list[tuple[Any, Bindings]]:
         """Every value the path reaches, with the variables it bound.
@@ -123,18 +169,66 @@ def _matching_keys(
     node: dict[str, Any], segment: _Pattern, bindings: Bindings
 ) -> list[tuple[Any, Bindings]]:
     found: list[tuple[Any, Bindings]] = []
+    bind = segment.bind
     for key, child in node.items():
-        match = segment.regex.fullmatch(key) if isinstance(key, str) else None
-        if match is None:
+        variables = bind(key)  # JSON object keys are always text
+        if variables is None:
             continue
         bound = dict(bindings)
-        for name, value in match.groupdict().items():
-            typed: Any = int(value) if name in segment.ints else value
+        for name, typed in variables.items():
             if bound.setdefault(name, typed) != typed:
                 break  # e.g. switch:{channel} under a topic that named another channel
         else:
             found.append((child, bound))
     return found
+
+
+class PathFan(Generic[T]):
+    """Paths that share their literal keys and each end in one pattern (Shelly's
+    ``params.switch:{channel}``, ``params.input:{channel}``...), matched in one pass.
+
+    Each key of the object the literal keys reach is looked up once (remembered, bounded)
+    for the paths it fits, instead of every path trying every key.
+    """
+
+    def __init__(self, prefix: JsonPath) -> None:
+        self.prefix = prefix
+        self._members: list[tuple[T, _Pattern]] = []
+        self._memo: dict[str, tuple[tuple[T, dict[str, Any]], ...]] = {}
+
+    def add(self, tag: T, pattern: _Pattern) -> None:
+        """Match ``pattern`` too, reporting its finds with ``tag``."""
+        self._members.append((tag, pattern))
+        self._memo.clear()
+
+    def find(self, data: Any, bindings: Bindings, out: list[tuple[T, Any, Bindings]]) -> None:
+        """Append ``(tag, value, bindings)`` for every key that fits a member, in key order."""
+        node = self.prefix.get(data)
+        if type(node) is not dict:
+            return
+        memo = self._memo
+        for key, child in node.items():
+            fits = memo.get(key)
+            if fits is None:
+                fits = self._fits(key)
+            for tag, variables in fits:
+                bound = dict(bindings)
+                for name, typed in variables.items():
+                    if bound.setdefault(name, typed) != typed:
+                        break  # e.g. switch:{channel} under a topic that named another channel
+                else:
+                    out.append((tag, child, bound))
+
+    def _fits(self, key: str) -> tuple[tuple[T, dict[str, Any]], ...]:
+        found = []
+        for tag, pattern in self._members:
+            variables = pattern.bind(key)
+            if variables is not None:
+                found.append((tag, variables))
+        if len(self._memo) >= _MEMO_LIMIT:
+            self._memo.clear()
+        fits = self._memo[key] = tuple(found)
+        return fits
 
 
 def parse_path(text: str, patterns: Mapping[str, str], ints: frozenset[str]) -> JsonPath:

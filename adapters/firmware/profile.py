@@ -10,12 +10,13 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.firmware.decode import DecodePlan
 from adapters.firmware.paths import JsonPath, PathError, parse_path
 from adapters.firmware.templates import (
     NAME,
@@ -273,6 +274,11 @@ class Rule:
     remove_on_empty: bool
     error: JsonPath | None
     decode: tuple[DecodeGroup, ...]
+    #: ``decode`` planned for reading messages fast (built from it).
+    plan: DecodePlan = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plan", DecodePlan(self.decode))
 
 
 @dataclass(frozen=True, slots=True)

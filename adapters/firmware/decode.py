@@ -1,0 +1,178 @@
+"""A rule's decode groups, planned for speed: which values of a message go to which mapping.
+
+The plan is built once per rule and gives the same readings, in the same order, as walking
+every group's ``at`` and every mapping's path in turn:
+
+- groups whose ``at`` is literal keys then one pattern (Shelly's ``params.switch:{channel}``,
+  ``params.input:{channel}``...) are matched together, each key once (see :class:`PathFan`);
+- a mapping's literal path into objects is a chain of ``dict.get``;
+- the entity key a mapping renders from the message's variables is remembered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
+
+from adapters.firmware.paths import MISSING, Bindings, PathFan
+from adapters.firmware.templates import Template
+
+if TYPE_CHECKING:
+    from adapters.firmware.profile import Condition, DecodeGroup, FieldMap
+
+# Entity keys remembered per mapping; the variables come from messages, so it is bounded.
+_KEY_MEMO_LIMIT = 1024
+
+
+@dataclass(eq=False, slots=True)
+class MapPlan:
+    """A mapping with its quick path and its remembered entity keys."""
+
+    fmap: FieldMap
+    keys: tuple[str, ...] | None  # the path as plain object keys, when it is one
+    entity_names: tuple[str, ...]
+    each_names: tuple[str, ...]
+    memo: dict[tuple[Any, ...], str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, fmap: FieldMap) -> MapPlan:
+        """Plan one mapping."""
+        return cls(
+            fmap,
+            fmap.path.object_keys(),
+            tuple(sorted(fmap.entity.names)),
+            tuple(sorted(fmap.each.names)) if fmap.each is not None else (),
+        )
+
+    def value(self, node: Any) -> Any:
+        """The value at a literal path, or MISSING."""
+        keys = self.keys
+        if keys is None:
+            return self.fmap.path.get(node)
+        for key in keys:
+            if type(node) is not dict:
+                return MISSING
+            node = node.get(key, MISSING)
+            if node is MISSING:
+                return MISSING
+        return node
+
+    def entity_key(
+        self,
+        template: Template,
+        bindings: Bindings,
+        render: Callable[[Template, Bindings], str],
+    ) -> str:
+        """``render(template, bindings)``, remembered when the variables it uses are plain
+        text or integers taken from the message (the same values give the same key)."""
+        names = self.each_names if template is not self.fmap.entity else self.entity_names
+        try:
+            values = tuple([bindings[name] for name in names])
+        except KeyError:
+            return render(template, bindings)  # a device variable: not remembered
+        for value in values:
+            if type(value) is not str and type(value) is not int:
+                return render(template, bindings)  # 1, 1.0 and True are equal keys
+        memo_key = (template is self.fmap.entity, *values)
+        found = self.memo.get(memo_key)
+        if found is None:
+            found = render(template, bindings)
+            if len(self.memo) >= _KEY_MEMO_LIMIT:
+                self.memo.clear()
+            self.memo[memo_key] = found
+        return found
+
+
+Reading = tuple[MapPlan, Any, Bindings]
+_Hit = tuple[int, "DecodeGroup", tuple[MapPlan, ...], Any, Bindings]
+
+
+class DecodePlan:
+    """A rule's decode groups, ready to read a message."""
+
+    def __init__(self, groups: tuple[DecodeGroup, ...]) -> None:
+        self.groups = groups
+        fans: dict[tuple[str, ...], PathFan[tuple[int, DecodeGroup, tuple[MapPlan, ...]]]] = {}
+        self._generic: list[tuple[int, DecodeGroup, tuple[MapPlan, ...]]] = []
+        for index, group in enumerate(groups):
+            maps = tuple(MapPlan.of(fmap) for fmap in group.maps)
+            split = group.at.split_pattern()
+            if split is None:
+                self._generic.append((index, group, maps))
+                continue
+            prefix, pattern = split
+            keys = prefix.object_keys()
+            if keys is None:
+                self._generic.append((index, group, maps))
+                continue
+            fan = fans.get(keys)
+            if fan is None:
+                fan = fans[keys] = PathFan(prefix)
+            fan.add((index, group, maps), pattern)
+        self._fans = tuple(fans.values())
+
+    def readings(self, data: Any, bindings: Bindings) -> list[Reading]:
+        """Every (mapping, value, variables) the message gives, in the profile's order."""
+        hits: list[_Hit] = []
+        found: list[tuple[tuple[int, DecodeGroup, tuple[MapPlan, ...]], Any, Bindings]] = []
+        for fan in self._fans:
+            fan.find(data, bindings, found)
+        for (index, group, maps), node, bound in found:
+            hits.append((index, group, maps, node, bound))
+        for index, group, maps in self._generic:
+            for node, bound in group.at.find(data, bindings):
+                hits.append((index, group, maps, node, bound))
+        if len(hits) > 1:
+            hits.sort(key=_by_group)  # stable: within a group, the object's key order
+        out: list[Reading] = []
+        for _, group, maps, node, found_at in hits:
+            bound = found_at
+            if group.when:
+                checked = bind_conditions(group.when, node, found_at)
+                if checked is None:
+                    continue
+                bound = checked
+            for plan in maps:
+                if plan.keys is not None or plan.fmap.path.literal:
+                    value = plan.value(node)
+                    if value is not MISSING:
+                        out.append((plan, value, bound))
+                    continue
+                for value, map_bindings in plan.fmap.path.find(node, bound):
+                    out.append((plan, value, map_bindings))
+        return out
+
+
+_by_group = itemgetter(0)
+
+
+def bind_conditions(
+    conditions: tuple[Condition, ...], node: Any, bindings: Bindings
+) -> Bindings | None:
+    """``bindings`` plus what the conditions bind, or None when one does not hold."""
+    if not conditions:
+        return bindings
+    bound = dict(bindings)
+    for condition in conditions:
+        value = condition.path.get(node)
+        if value is MISSING:
+            return None
+        if condition.pattern is None:
+            if value != condition.constant or isinstance(value, bool) != isinstance(
+                condition.constant, bool
+            ):
+                return None
+            continue
+        if not isinstance(value, str):
+            return None
+        match = condition.pattern.fullmatch(value)
+        if match is None:
+            return None
+        for name, raw in match.groupdict().items():
+            typed: Any = int(raw) if name in condition.ints else raw
+            if name in bound and bound[name] != typed:
+                return None
+            bound[name] = typed
+    return bound
