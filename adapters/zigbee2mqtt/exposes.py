@@ -13,8 +13,13 @@ Mapping (https://www.zigbee2mqtt.io/guide/usage/exposes.html):
   ``contact`` that is ``false``: open, as the hub's door sensors say); a settable one → switch;
 - read-only ``numeric`` → sensor with its unit; ``kWh``/``Wh`` → energy_meter in kWh;
 - ``enum`` named ``action`` → button (the last press); other read-only enum/text → sensor;
-- settable numerics, enums and texts, composites and lists are device configuration, not
-  entities: they are ignored.
+- a ``numeric`` that is settable and published in the state (``access`` has both the SET and
+  the STATE bit: a thermostat's ``occupied_heating_setpoint_scheduled``) → ``number`` with
+  ``value_min``/``value_max``/``value_step`` as its ``min``/``max``/``step`` and its unit; a
+  settable ``enum`` in the state (a bulb's ``power_on_behavior``) → ``select`` of its
+  ``values``. ``set_value`` sends ``{"<property>": value}`` to ``/set`` and is confirmed when
+  the device reports the property. Write-only ones (``effect``, ``identify``) could never be
+  confirmed and stay out, as do settable texts, composites and lists (device configuration).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ IEEE_PATTERN = re.compile(r"^0x[0-9a-f]{16}$")
 _KEY_CHARS = re.compile(r"[^a-z0-9_\-]+")
 MAX_EXPOSES = 512
 MAX_ENTITIES = 256
+_ACCESS_STATE = 0b001
 _ACCESS_SET = 0b010
 _CLIMATE_MODES = ("off", "heat", "cool", "auto", "dry", "fan_only")
 
@@ -561,6 +567,70 @@ class ActionMap(EntityMap):
         raise CommandError(f"{self.name} reports a remote's presses; it cannot be pressed")
 
 
+@dataclass(slots=True)
+class NumberMap(EntityMap):
+    """A settable numeric feature: read from the state, ``set_value`` within its range."""
+
+    kind: ClassVar[EntityKind] = EntityKind.NUMBER
+    feature: _Numeric = field(default_factory=lambda: _Numeric("value"))
+
+    def read(
+        self, message: Mapping[str, Any], has_state: bool
+    ) -> tuple[Any, dict[str, Any]] | None:
+        """Read the number."""
+        raw = message.get(self.feature.prop)
+        if raw is None:
+            return None
+        return _number(raw, self.feature.prop), {}
+
+    def command(self, action: str, params: Mapping[str, Any], current: Any) -> dict[str, Any]:
+        """``set_value``: ``{"<property>": value}`` (whole numbers sent as such)."""
+        if action != "set_value":
+            raise CommandError(f"{self.name} cannot {action}")
+        value = params.get("value")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise CommandError(f"parameter 'value' must be a number, got {_show(value)}")
+        if not math.isfinite(value):
+            raise CommandError(f"parameter 'value' must be a finite number, got {value!r}")
+        self.feature.check(float(value), "value")
+        # 21.0 and 21 are the same setpoint; Zigbee2MQTT's docs write whole numbers bare.
+        return {self.feature.prop: int(value) if float(value).is_integer() else value}
+
+
+@dataclass(slots=True)
+class SelectMap(EntityMap):
+    """A settable enum feature: read from the state, ``set_value`` to one of its values."""
+
+    kind: ClassVar[EntityKind] = EntityKind.SELECT
+    prop: str = "value"
+    values: tuple[str, ...] = ()
+
+    def read(
+        self, message: Mapping[str, Any], has_state: bool
+    ) -> tuple[Any, dict[str, Any]] | None:
+        """Read the choice; one the exposes do not list is malformed."""
+        raw = message.get(self.prop)
+        if raw is None:
+            return None
+        if raw not in self.values:
+            raise InvalidValue(
+                f"{self.prop}: expected one of {', '.join(self.values)}, got {_show(raw)}"
+            )
+        return raw, {}
+
+    def command(self, action: str, params: Mapping[str, Any], current: Any) -> dict[str, Any]:
+        """``set_value``: ``{"<property>": "<one of the values>"}``."""
+        if action != "set_value":
+            raise CommandError(f"{self.name} cannot {action}")
+        value = params.get("value")
+        if not isinstance(value, str) or value not in self.values:
+            raise CommandError(
+                f"{self.name} has no option {_show(value)}; its options are "
+                f"{', '.join(self.values)}"
+            )
+        return {self.prop: value}
+
+
 # ----- exposes → maps -----------------------------------------------------------------------------
 
 
@@ -713,7 +783,11 @@ def _add_expose(walker: _Exposes, kind: str, expose: Mapping[str, Any]) -> None:
             )
         return
     if settable:
-        return  # a settable numeric/enum/text is a device setting, not an entity
+        # Only what the device also reports can be confirmed; write-only features
+        # (``effect``, ``identify``, a plug's ``countdown``) and texts stay out.
+        if _access(expose) & _ACCESS_STATE:
+            _add_settable(walker, kind, expose, key, label)
+        return
     if kind == "enum" and name == "action":
         walker.add(
             ActionMap(key, label, options=_options(expose, values=_enum_values(expose)), prop=prop)
@@ -754,6 +828,43 @@ def _add_expose(walker: _Exposes, kind: str, expose: Mapping[str, Any]) -> None:
             numeric=False,
         )
     )
+
+
+def _add_settable(
+    walker: _Exposes, kind: str, expose: Mapping[str, Any], key: str, label: str
+) -> None:
+    """A settable numeric → number, a settable enum → select (texts are not entities)."""
+    prop = _expose_str(expose, "property")
+    if kind == "numeric":
+        low, high = _bound(expose, "value_min"), _bound(expose, "value_max")
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"value_min {low:g} is above value_max {high:g}")
+        step = _bound(expose, "value_step")
+        if step is not None and not (step > 0 and math.isfinite(step)):
+            raise ValueError(f"value_step must be above 0, got {step:g}")
+        unit = expose.get("unit") if isinstance(expose.get("unit"), str) else None
+        walker.add(
+            NumberMap(
+                key,
+                label,
+                unit=unit,
+                options=_options(expose, min=low, max=high, step=step),
+                feature=_Numeric(prop, low, high),
+            )
+        )
+    elif kind == "enum":
+        values = _enum_values(expose)
+        if not values:
+            raise ValueError("a settable enum must list its string 'values'")
+        walker.add(
+            SelectMap(
+                key,
+                label,
+                options=_options(expose, options=values),
+                prop=prop,
+                values=tuple(values),
+            )
+        )
 
 
 def _enum_values(expose: Mapping[str, Any]) -> list[str] | None:

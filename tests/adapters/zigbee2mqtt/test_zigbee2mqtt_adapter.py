@@ -25,7 +25,7 @@ from z2mtest import (
 
 from adapters.zigbee2mqtt import BridgeRequestError
 from adapters.zigbee2mqtt.adapter import OWNER
-from hub.api import Command, Context, EntityKind, Origin
+from hub.api import Command, CommandError, Context, EntityKind, Origin
 
 BRIDGE_IEEE = "0x00124b00120144ae"
 BULB = "0x000b57fffec6a5b2"
@@ -95,9 +95,11 @@ async def test_devices_entities_states_and_energy_readings(z2m: Z2mSetup) -> Non
     def kinds(device_id: str) -> dict[str, tuple[EntityKind, str | None]]:
         return {e.key: (e.kind, e.unit) for e in registry.entities_of(device_id)}
 
-    # Config exposes (effect, power_on_behavior, color_options, identify) are not entities.
+    # Write-only exposes (effect, identify) and composites (color_options) are not entities;
+    # the settable power_on_behavior enum, which the bulb reports, is a select.
     assert kinds(BULB) == {
         "light": (EntityKind.LIGHT, None),
+        "power_on_behavior": (EntityKind.SELECT, None),
         "linkquality": (EntityKind.SENSOR, "lqi"),
     }
     assert registry.entities[f"{BULB}.light"].options["features"] == ["brightness", "color_temp"]
@@ -109,8 +111,11 @@ async def test_devices_entities_states_and_energy_readings(z2m: Z2mSetup) -> Non
         "voltage": (EntityKind.SENSOR, "V"),
         "energy": (EntityKind.ENERGY_METER, "kWh"),
         "child_lock": (EntityKind.SWITCH, None),
+        "power_outage_memory": (EntityKind.SELECT, None),
+        "switch_type_button": (EntityKind.SELECT, None),
+        "indicator_mode": (EntityKind.SELECT, None),
         "linkquality": (EntityKind.SENSOR, "lqi"),
-    }
+    }  # its write-only countdown is not an entity
     assert kinds(MOTION)["occupancy"] == (EntityKind.BINARY_SENSOR, None)
     assert registry.entities[f"{MOTION}.occupancy"].device_class == "motion"
     assert registry.entities[f"{DOOR}.contact"].device_class == "door"
@@ -362,6 +367,73 @@ async def test_commands_publish_exactly_the_set_payload_from_the_exposes(z2m: Z2
     await asyncio.sleep(0.2)
     sets = [m for m in z2m.probe.messages if m.topic.endswith("/set")]
     assert len(sets) == 16  # the refused commands published nothing
+
+
+TRV = "0x000b57fffe9a3c71"  # the Danfoss 014G2461 of fixtures/settable_devices.json
+
+
+async def test_settable_numbers_and_selects_set_exactly_and_confirm_on_report(
+    z2m: Z2mSetup,
+) -> None:
+    devices = [*fixture("bridge_devices.json"), *fixture("settable_devices.json")]
+    await started(z2m, devices=devices)
+    registry = z2m.hub.registry
+    await eventually(lambda: TRV in registry.devices, 5, "thermostat not registered")
+    setpoint = registry.entities[f"{TRV}.occupied_heating_setpoint_scheduled"]
+    assert (setpoint.kind, setpoint.unit) == (EntityKind.NUMBER, "°C")
+    assert setpoint.options == {"min": 5.0, "max": 35.0, "step": 0.5}
+    day = registry.entities[f"{TRV}.day_of_week"]
+    assert day.kind is EntityKind.SELECT
+    assert registry.entities[f"{TRV}.setpoint_change_source"].kind is EntityKind.SENSOR
+    await publish_state(
+        z2m,
+        "study/radiator",
+        {"occupied_heating_setpoint_scheduled": 18, "day_of_week": "monday", "linkquality": 90},
+    )
+    await eventually(lambda: value(z2m, f"{TRV}.day_of_week") == "monday")
+    assert value(z2m, setpoint.id) == 18
+
+    # The command goes out as exactly {"<property>": value} and stays pending until the
+    # device reports that value.
+    futures = z2m.hub.commands.issue(Command(setpoint.id, "set_value", CLI, {"value": 21.5}))
+    sent = await asyncio.to_thread(z2m.bridge.next_set, "study/radiator")
+    assert sent == {"occupied_heating_setpoint_scheduled": 21.5}
+    await asyncio.sleep(0.2)
+    assert not futures[0].done()  # sent, not yet confirmed
+    await publish_state(z2m, "study/radiator", {"occupied_heating_setpoint_scheduled": 21.5})
+    result = await futures[0]
+    assert result.ok, result.reason
+    assert value(z2m, setpoint.id) == 21.5
+
+    futures = z2m.hub.commands.issue(Command(day.id, "set_value", CLI, {"value": "friday"}))
+    assert await asyncio.to_thread(z2m.bridge.next_set, "study/radiator") == {
+        "day_of_week": "friday"
+    }
+    await publish_state(z2m, "study/radiator", {"day_of_week": "friday"})
+    assert (await futures[0]).ok
+    # The docs' bulb: power_on_behavior is a select too.
+    futures = z2m.hub.commands.issue(
+        Command(f"{BULB}.power_on_behavior", "set_value", CLI, {"value": "previous"})
+    )
+    assert await asyncio.to_thread(z2m.bridge.next_set, "bulb") == {"power_on_behavior": "previous"}
+    await publish_state(z2m, "bulb", {"state": "ON", "power_on_behavior": "previous"})
+    assert (await futures[0]).ok
+
+    # Out of range, off the step or not an option: refused before anything is sent.
+    for target, wrong, reason in (
+        (setpoint.id, 40, "between 5 and 35"),
+        (setpoint.id, 21.3, "multiple of 0.5"),
+        (day.id, "someday", "has no option 'someday'"),
+    ):
+        with pytest.raises(CommandError, match=reason):
+            z2m.hub.commands.issue(Command(target, "set_value", CLI, {"value": wrong}))
+    # A report the exposes do not allow changes nothing and is counted as rejected.
+    await publish_state(z2m, "study/radiator", {"day_of_week": "funday"})
+    await eventually(lambda: z2m.hub.stats.rejected >= 1, 5, "bad report not rejected")
+    assert value(z2m, f"{TRV}.day_of_week") == "friday"
+    await asyncio.sleep(0.2)
+    sets = [m for m in z2m.probe.messages if m.topic.endswith("/set")]
+    assert len(sets) == 3  # the refused commands published nothing
 
 
 async def test_zigbee_groups_become_hub_groups_and_use_the_group_topic(z2m: Z2mSetup) -> None:

@@ -190,6 +190,101 @@ def test_cover_lock_and_climate() -> None:
         trv.command("turn_off", {}, "heat")
 
 
+def settable_maps() -> dict[str, EntityMap]:
+    """The Danfoss 014G2461 thermostat's maps (fixtures/settable_devices.json)."""
+    entry = fixture("settable_devices.json")[0]
+    return entity_maps(entry["definition"]["exposes"], entry["friendly_name"])
+
+
+def test_settable_numerics_are_numbers_with_their_range_step_and_unit() -> None:
+    maps = settable_maps()
+    setpoint = maps["occupied_heating_setpoint_scheduled"]
+    assert setpoint.kind is EntityKind.NUMBER
+    entity = setpoint.entity("trv")
+    assert (entity.unit, entity.options) == ("°C", {"min": 5.0, "max": 35.0, "step": 0.5})
+    assert entity.name == "study/radiator Occupied heating setpoint scheduled"
+    # The /set payload is exactly the property and the value; whole numbers go bare.
+    assert setpoint.command("set_value", {"value": 21.5}, None) == {
+        "occupied_heating_setpoint_scheduled": 21.5
+    }
+    assert setpoint.command("set_value", {"value": 19.0}, None) == {
+        "occupied_heating_setpoint_scheduled": 19
+    }
+    with pytest.raises(CommandError, match=r"outside the device's range 5\.0\.\.35\.0"):
+        setpoint.command("set_value", {"value": 40}, None)
+    with pytest.raises(CommandError, match="must be a number"):
+        setpoint.command("set_value", {"value": "warm"}, None)
+    with pytest.raises(CommandError, match="cannot turn_on"):
+        setpoint.command("turn_on", {}, None)
+    # No unit and no step in the exposes: none in the entity either.
+    offset = maps["regulation_setpoint_offset"].entity("trv")
+    assert (offset.kind, offset.unit, offset.options) == (
+        EntityKind.NUMBER,
+        None,
+        {"min": -25.0, "max": 25.0},
+    )
+    assert maps["regulation_setpoint_offset"].command("set_value", {"value": -3}, None) == {
+        "regulation_setpoint_offset": -3
+    }
+    # The device's report is the state; a wrong type is refused naming the property.
+    assert read(maps, {"occupied_heating_setpoint_scheduled": 20.5}) == {
+        "occupied_heating_setpoint_scheduled": (20.5, {})
+    }
+    with pytest.raises(InvalidValue, match="occupied_heating_setpoint_scheduled: expected a num"):
+        read(maps, {"occupied_heating_setpoint_scheduled": "20.5"})
+
+
+def test_settable_enums_are_selects_and_read_only_ones_stay_sensors() -> None:
+    maps = settable_maps()
+    kinds = {key: m.kind for key, m in maps.items()}
+    assert kinds == {
+        "occupied_heating_setpoint_scheduled": EntityKind.NUMBER,
+        "regulation_setpoint_offset": EntityKind.NUMBER,
+        "window_open_internal": EntityKind.SENSOR,  # access 5: read-only
+        "setpoint_change_source": EntityKind.SENSOR,  # access 1: read-only
+        "day_of_week": EntityKind.SELECT,
+        "adaptation_run_control": EntityKind.SELECT,
+        "linkquality": EntityKind.SENSOR,
+    }
+    day = maps["day_of_week"]
+    assert day.entity("trv").options["options"][:2] == ["sunday", "monday"]
+    assert day.command("set_value", {"value": "away_or_vacation"}, None) == {
+        "day_of_week": "away_or_vacation"
+    }
+    with pytest.raises(CommandError, match="has no option 'someday'"):
+        day.command("set_value", {"value": "someday"}, None)
+    assert read(maps, {"day_of_week": "friday"}) == {"day_of_week": ("friday", {})}
+    with pytest.raises(InvalidValue, match="day_of_week: expected one of sunday"):
+        read(maps, {"day_of_week": "funday"})
+    # The docs' IKEA bulb: power_on_behavior (access 7) is a select; effect and identify
+    # (access 2, write-only, never reported) are not entities at all.
+    bulb = maps_of("LED1545G12")
+    assert set(bulb) == {"light", "power_on_behavior", "linkquality"}
+    assert bulb["power_on_behavior"].entity("b").options == {
+        "options": ["off", "on", "toggle", "previous"],
+        "category": "config",
+    }
+    assert bulb["power_on_behavior"].command("set_value", {"value": "previous"}, None) == {
+        "power_on_behavior": "previous"
+    }
+
+
+def test_broken_settable_exposes_are_refused_with_the_reason() -> None:
+    def numeric(**extra: Any) -> list[dict[str, Any]]:
+        return [{"type": "numeric", "name": "n", "property": "n", "access": 7, **extra}]
+
+    with pytest.raises(
+        ValueError, match=r"expose #0 \(numeric\): value_min 30 is above value_max 5"
+    ):
+        entity_maps(numeric(value_min=30, value_max=5), "x")
+    with pytest.raises(ValueError, match="value_step must be above 0"):
+        entity_maps(numeric(value_step=0), "x")
+    with pytest.raises(ValueError, match="must list its string 'values'"):
+        entity_maps([{"type": "enum", "name": "e", "property": "e", "access": 7}], "x")
+    # A settable text is configuration, not an entity.
+    assert entity_maps([{"type": "text", "name": "t", "property": "t", "access": 7}], "x") == {}
+
+
 def test_broken_exposes_are_refused_with_the_reason() -> None:
     with pytest.raises(ValueError, match="must be a list"):
         entity_maps({"type": "light"}, "x")
