@@ -27,6 +27,7 @@ from hub.events import (
     PayloadRejected,
     StateChanged,
 )
+from hub.groups import GroupStates
 from hub.model import (
     Area,
     Context,
@@ -90,6 +91,9 @@ class Hub:
         self.registry = Registry()
         self.bus = EventBus()
         self.commands = CommandRouter(self.registry, self.bus, timeout=config.hub.command_timeout)
+        # Group states follow their members from the start (rule tests use unstarted hubs).
+        self.groups = GroupStates(self.registry, self.bus)
+        self.groups.attach()
         self.stats = HubStats()
         self.mqtt: MqttLink | None = None
         self.storage: Storage | None = None

@@ -44,6 +44,46 @@ class StateChanged(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class GroupStateChanged(Event):
+    """A group's aggregated state (or its member counts) changed, or the group was removed.
+
+    ``old`` is None for the group's first state; ``context`` is the member change behind it
+    (None when memberships changed).
+    """
+
+    name: ClassVar[str] = "group_state_changed"
+    group_id: str
+    old: Any
+    new: Any
+    aggregate: str = "any"
+    members: int = 0
+    on: int = 0
+    known: int = 0
+    last_changed: float = 0.0
+    first: bool = False
+    removed: bool = False
+    context: Context | None = None
+
+    @property
+    def value_changed(self) -> bool:
+        """True when the aggregated value itself changed, not only the member counts."""
+        return self.first or self.old != self.new
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "group_id": self.group_id,
+            "old": self.old,
+            "new": self.new,
+            "aggregate": self.aggregate,
+            "members": self.members,
+            "on": self.on,
+            "known": self.known,
+            "removed": self.removed,
+            "context": self.context.to_dict() if self.context else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class CommandIssued(Event):
     """A command was sent to one entity in its device's dialect."""
 

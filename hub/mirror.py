@@ -6,8 +6,8 @@
 ``<base>/devices/<id>/state``      retained JSON of every entity's state
 ``<base>/groups/<id>/state``       retained JSON of a group's aggregated state:
                                    ``{"state", "aggregate", "members", "on", "known",
-                                   "last_changed"}``, republished when a member's state or
-                                   the membership changes
+                                   "last_changed"}``, republished on each GroupStateChanged
+                                   (``hub.groups`` recomputes it)
 ``<base>/devices/<id>/set``        JSON command to the device:
                                    ``{"entity", "action", "params", "id"}``
 ``<base>/command``                 JSON command to any target:
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -31,6 +30,7 @@ from hub.events import (
     DeviceRegistered,
     DeviceRemoved,
     Event,
+    GroupStateChanged,
     StateChanged,
 )
 from hub.model import Context, Origin, State, new_context_id
@@ -53,9 +53,6 @@ class Mirror:
         self._dirty: set[str] = set()
         self._fragments: dict[str, tuple[State, orjson.Fragment]] = {}
         self._flush_scheduled = False
-        self._dirty_groups: set[str] = set()
-        # group id -> (state, members, on, known) last published, and when the state changed
-        self._groups: dict[str, tuple[tuple[Any, int, int, int], float]] = {}
         self._stats_task: asyncio.Task[None] | None = None
         self._undo: list[Any] = []
 
@@ -67,6 +64,7 @@ class Mirror:
             bus.subscribe(DeviceRegistered, self._on_device, owner="mirror"),
             bus.subscribe(DeviceAvailability, self._on_availability, owner="mirror"),
             bus.subscribe(DeviceRemoved, self._on_removed, owner="mirror"),
+            bus.subscribe(GroupStateChanged, self._on_group, owner="mirror"),
             bus.subscribe_all(self._on_any, owner="mirror"),
             self._mqtt.on_connect(self.resync),
             self._mqtt.subscribe(
@@ -74,7 +72,6 @@ class Mirror:
             ),
             self._mqtt.subscribe(f"{self.base}/command", self._on_command, owner="mirror", qos=1),
         ]
-        self._hub.registry.on_membership_change = self._on_membership_change
         self._stats_task = asyncio.get_running_loop().create_task(self._stats_loop())
 
     # ----- outbound --------------------------------------------------------------------------
@@ -86,8 +83,21 @@ class Mirror:
         for device_id in list(self._hub.registry.devices):
             self._publish_config(device_id)
             self._publish_state(device_id)
-        for group_id in list(self._hub.registry.groups):
-            self._publish_group(group_id, force=True)
+        for group_id, snapshot in self._hub.groups.snapshots().items():
+            group = self._hub.registry.groups.get(group_id)
+            if group is not None:
+                summary = snapshot.summary
+                self._publish_group(
+                    group_id,
+                    {
+                        "state": summary.state,
+                        "aggregate": group.aggregate.value,
+                        "members": summary.members,
+                        "on": summary.on,
+                        "known": summary.known,
+                        "last_changed": snapshot.last_changed,
+                    },
+                )
         self._publish_stats()
 
     def _on_state(self, event: StateChanged) -> None:
@@ -99,62 +109,45 @@ class Mirror:
         ):
             return  # a repeat report: the retained state is still right
         self._dirty.add(event.device_id)
-        groups = self._hub.registry.groups_of(event.entity_id)
-        if groups:
-            self._dirty_groups.update(groups)
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
-            # Coalesce: a batch of reports for one device (or a group's members) becomes one
-            # publish, at the end of the current loop iteration (so no added latency).
+            # Coalesce: a batch of reports for one device becomes one publish, at the end of
+            # the current loop iteration (so no added latency).
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
-
-    def _on_membership_change(self) -> None:
-        # A device came, went or changed, or a group did: any group's members may differ.
-        self._dirty_groups.update(self._hub.registry.groups)
-        self._dirty_groups.update(self._groups)  # removed groups get their topic cleared
-        if self._dirty_groups:
-            self._schedule_flush()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, set()
-        dirty_groups, self._dirty_groups = self._dirty_groups, set()
         if not self._mqtt.connected:
             return  # resync republishes everything on reconnect
         for device_id in dirty:
             self._publish_state(device_id)
-        for group_id in dirty_groups:
-            self._publish_group(group_id)
 
-    def _publish_group(self, group_id: str, *, force: bool = False) -> None:
-        registry = self._hub.registry
-        topic = f"{self.base}/groups/{group_id}/state"
-        group = registry.groups.get(group_id)
-        if group is None:
-            if self._groups.pop(group_id, None) is not None:
-                self._mqtt.publish(topic, b"", qos=1, retain=True)
+    def _on_group(self, event: GroupStateChanged) -> None:
+        if not self._mqtt.connected:
+            return  # resync republishes every group on reconnect
+        if event.removed:
+            self._publish_group(event.group_id, None)
             return
-        summary = registry.group_summary(group_id)
-        key = (summary.state, summary.members, summary.on, summary.known)
-        previous = self._groups.get(group_id)
-        if previous is not None and previous[0] == key and not force:
-            return  # e.g. a member's brightness changed: the group's state did not
-        changed = (
-            previous[1] if previous is not None and previous[0][0] == summary.state else time.time()
-        )
-        self._groups[group_id] = (key, changed)
         body = {
-            "state": summary.state,
-            "aggregate": group.aggregate.value,
-            "members": summary.members,
-            "on": summary.on,
-            "known": summary.known,
-            "last_changed": changed,
+            "state": event.new,
+            "aggregate": event.aggregate,
+            "members": event.members,
+            "on": event.on,
+            "known": event.known,
+            "last_changed": event.last_changed,
         }
-        self._mqtt.publish(topic, orjson.dumps(body), retain=True)
+        self._publish_group(event.group_id, body)
+
+    def _publish_group(self, group_id: str, body: dict[str, Any] | None) -> None:
+        topic = f"{self.base}/groups/{group_id}/state"
+        if body is None:
+            self._mqtt.publish(topic, b"", qos=1, retain=True)  # a removed group
+        else:
+            self._mqtt.publish(topic, orjson.dumps(body), retain=True)
 
     def _publish_state(self, device_id: str) -> None:
         registry = self._hub.registry
@@ -241,8 +234,6 @@ class Mirror:
         """Publish final stats and ``offline`` status before a clean disconnect."""
         if self._stats_task is not None:
             self._stats_task.cancel()
-        if self._hub.registry.on_membership_change == self._on_membership_change:
-            self._hub.registry.on_membership_change = None
         for undo in self._undo:
             undo()
         self._undo.clear()
