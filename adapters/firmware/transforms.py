@@ -84,7 +84,16 @@ def _round(digits: int) -> Transform:
         number = _numeric(value, "round")
         # Half away from zero, on the decimal the number stands for: Dimmer 50 x 2.55 is
         # 127.49999999999999 in binary but 127.5 to everyone, and rounds to 128.
-        exact = Decimal(repr(round(float(number), 9))).quantize(quantum, ROUND_HALF_UP)
+        near = round(float(number), 9)
+        if not math.isfinite(near):
+            raise TransformError(f"round: expected a finite number, got {value!r:.60}")
+        if near.is_integer():  # every float from 2**52 on too: nothing to round
+            return int(near) if digits == 0 else near
+        if round(near, digits) == near:
+            # Already no more decimals than asked for (most readings): its shortest decimal
+            # form has at most ``digits`` of them, so the decimal rounding keeps it as it is.
+            return near
+        exact = Decimal(repr(near)).quantize(quantum, ROUND_HALF_UP)
         return int(exact) if digits == 0 else float(exact)
 
     return apply

@@ -99,6 +99,16 @@ def test_transforms() -> None:
     """The fixed set, each refusing what does not fit."""
     assert compile_transform({"scale": 2.55})(50) == pytest.approx(127.5)
     assert compile_transform({"round": 0})(50 * 2.55) == 128  # half away from zero
+    # Readings with no more decimals than asked for keep their value (the quick path)...
+    assert compile_transform({"round": 6})(1234.567 / 1000) == 1.234567
+    assert compile_transform({"round": 2})(-0.0) == 0.0
+    assert compile_transform({"round": 1})(41) == 41
+    # ...the others round half away from zero on the decimal they stand for.
+    assert compile_transform({"round": 2})(2.675) == 2.68  # 2.67499999... in binary
+    assert compile_transform({"round": 2})(-1.005) == -1.01
+    assert compile_transform({"round": 6})(0.1 + 0.2) == 0.3
+    # A huge reading is whole already (it used to fail inside the decimal arithmetic).
+    assert compile_transform({"round": 9})(1e20) == 1e20
     assert compile_transform("wh_to_kwh")(11679) == 11.679
     assert compile_transform("number")("23.5") == 23.5
     assert compile_transform("number")("21") == 21
