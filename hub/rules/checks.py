@@ -8,7 +8,9 @@
 * smaller mistakes: an empty time window, ``for: 0``, a wait without a timeout in a rule of
   mode ``single``, a numeric range with no number in it.
 
-Everything is a warning (a numeric range with no number in it is an error). The checks are
+Everything is a warning (a numeric range with no number in it is an error, and so is a
+``state``/``numeric`` trigger or condition on a group that is not configured: groups come from
+``hub.yaml``, so the checker knows them all). The checks are
 conservative where it matters: a conflict is reported unless the conditions obviously keep
 the two runs apart, and a loop is reported whenever a command's effect matches a trigger.
 Issues point at the part of the rule file they are about (``file:line:col: path``), in the
@@ -70,6 +72,7 @@ from hub.rules.model import (
     WaitAction,
     WebhookCallAction,
     WebhookTrigger,
+    group_of,
 )
 from hub.yamlsource import ConfigIssue, PathKey, SourceDoc, SourceError, format_path, suggest
 
@@ -790,6 +793,30 @@ class _Checker:
             return
         self.warn(rule, pos, path, keys, f"unknown entity {name!r}{suggest(name, known)}")
 
+    def subject(
+        self, rule: Rule, pos: Pos, path: PathKey, keys: Sequence[_Step], name: str
+    ) -> None:
+        """Report what a state/numeric trigger or condition watches when it does not exist."""
+        group = group_of(name)
+        if group is None:
+            self.entity(rule, pos, path, keys, name)
+            return
+        known = self.known.groups
+        if group in known:
+            return
+        hint = suggest(group, known)
+        entities = self.known.entities or frozenset()
+        if not hint and "." not in name and not name.startswith("group:"):
+            # A bare id is read as a group: maybe an entity's key was left out.
+            near = sorted(e for e in entities if e.startswith(f"{name}."))
+            if near:
+                hint = f" (an entity id is <device>.<key>: did you mean {near[0]!r}?)"
+        if not hint:
+            hint = (
+                f" (groups: {', '.join(sorted(known))})" if known else " (no groups are configured)"
+            )
+        self.warn(rule, pos, path, keys, f"unknown group {group!r}{hint}", "error")
+
     def device(self, rule: Rule, pos: Pos, path: PathKey, keys: Sequence[_Step], name: str) -> None:
         """Report a device id that the registry does not have."""
         known = self.known.devices
@@ -890,7 +917,7 @@ class _Checker:
         if isinstance(trigger, StateTrigger | NumericTrigger):
             key = "state" if isinstance(trigger, StateTrigger) else "numeric"
             for entity_id in trigger.entity_ids:
-                self.entity(rule, pos, path, (key, _Find(entity_id)), entity_id)
+                self.subject(rule, pos, path, (key, _Find(entity_id)), entity_id)
             if trigger.for_ == 0:
                 self.warn(rule, pos, path, ("for",), _FOR_ZERO)
         if isinstance(trigger, NumericTrigger):
@@ -930,7 +957,7 @@ class _Checker:
         if isinstance(condition, StateCondition | NumericCondition):
             key = "state" if isinstance(condition, StateCondition) else "numeric"
             for entity_id in condition.entity_ids:
-                self.entity(rule, pos, path, (key, _Find(entity_id)), entity_id)
+                self.subject(rule, pos, path, (key, _Find(entity_id)), entity_id)
         if isinstance(condition, StateCondition) and condition.for_ == 0:
             self.warn(rule, pos, path, ("for",), _FOR_ZERO)
         elif isinstance(condition, NumericCondition):

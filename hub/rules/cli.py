@@ -76,6 +76,20 @@ async def _stored_registry(storage: Storage) -> Any:
     return registry
 
 
+def _configured(loaded: LoadedConfig) -> Any:
+    """A registry of hub.yaml's areas and groups: rule tests can use the groups."""
+    from hub.model import Area, Group, Registry
+
+    registry = Registry()
+    for area in loaded.config.areas:
+        registry.areas[area.id] = Area(area.id, area.name)
+    for group in loaded.config.groups:
+        registry.groups[group.id] = Group(
+            group.id, group.name, list(group.members), group.aggregate, group.kind
+        )
+    return registry
+
+
 def _when(ts: float | None, tz: str = "UTC") -> str:
     if ts is None:
         return "-"
@@ -102,7 +116,11 @@ def cmd_test(args: argparse.Namespace) -> int:
         print(f"hub rules test: no rule called {', '.join(unknown)}", file=sys.stderr)
         return EXIT_USAGE
     tz, location = _tz(loaded)
-    results = asyncio.run(run_rule_tests(ruleset, tz=tz, location=location, only=args.rule))
+    results = asyncio.run(
+        run_rule_tests(
+            ruleset, registry=_configured(loaded), tz=tz, location=location, only=args.rule
+        )
+    )
     failed = [r for r in results if not r.passed]
     if args.json:
         print(

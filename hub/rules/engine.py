@@ -1,9 +1,9 @@
 """The rule engine: compiled trigger dispatch, modes, durable timers, traces.
 
-Dispatch is compiled, not scanned: ``load`` builds indexes from entity id, device id, MQTT
-filter, event type, command and webhook name to the *watches* that care, so an event reaches
-only the rules whose triggers name it. Waits inside a run use the same watches, registered
-for as long as the wait lasts.
+Dispatch is compiled, not scanned: ``load`` builds indexes from entity id, group id, device
+id, MQTT filter, event type, command and webhook name to the *watches* that care, so an event
+reaches only the rules whose triggers name it. Waits inside a run use the same watches,
+registered for as long as the wait lasts.
 
 Everything time-related goes through a ``Clock`` (real in the hub, simulated in rule tests
 and replays). Pending ``for:`` timers, delays, waits and the next run of each schedule are
@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from hub.events import CustomEvent, DeviceAvailability, Notification, StateChanged
+from hub.events import (
+    CustomEvent,
+    DeviceAvailability,
+    GroupStateChanged,
+    Notification,
+    StateChanged,
+)
 from hub.model import Context, Origin, State, new_context_id
 from hub.rules.model import (
     CalendarTrigger,
@@ -49,6 +55,7 @@ from hub.rules.model import (
     WaitAction,
     WebhookCallAction,
     WebhookTrigger,
+    group_of,
 )
 from hub.rules.runner import Path, RuleRun, StepFailed, StopRun, _jsonable, values_equal
 from hub.topics import TopicRouter
@@ -139,6 +146,25 @@ class Watch:
         self.sink(data, parent)
 
 
+def _index_subject(engine: RuleEngine, subject: str, watch: Watch) -> Callable[[], None]:
+    """Index a watch under an entity id, or under a group id for ``group:<id>``/bare ids."""
+    group = group_of(subject)
+    if group is None:
+        return _index(engine.state_index, subject, watch)
+    return _index(engine.group_index, group, watch)
+
+
+def _group_data(event: GroupStateChanged) -> dict[str, Any]:
+    """What a trigger on a group adds to its data: the group and its member counts."""
+    return {
+        "group_id": event.group_id,
+        "aggregate": event.aggregate,
+        "members": event.members,
+        "on": event.on,
+        "known": event.known,
+    }
+
+
 def _index(bucket: dict[str, list[Watch]], key: str, watch: Watch) -> Callable[[], None]:
     bucket[key].append(watch)
 
@@ -216,8 +242,8 @@ class StateWatch(_HeldWatch):
     trigger: StateTrigger
 
     def arm(self) -> None:
-        for entity_id in self.trigger.entity_ids:
-            self._undo.append(_index(self.engine.state_index, entity_id, self))
+        for subject in self.trigger.entity_ids:
+            self._undo.append(_index_subject(self.engine, subject, self))
 
     def on_state(self, event: StateChanged) -> None:
         t = self.trigger
@@ -225,20 +251,40 @@ class StateWatch(_HeldWatch):
         new_v = _value(event.new, t.attribute)
         if event.old is not None and old_v == new_v:
             return  # a repeated report: nothing changed for this trigger
-        from_ok = t.from_ is None or (
-            event.old is not None and any(values_equal(v, old_v) for v in t.from_)
-        )
+        self._changed(event.entity_id, event.old is not None, old_v, new_v, event.new.context, {})
+
+    def on_group(self, event: GroupStateChanged) -> None:
+        """A watched group's aggregated value changed (the subject as the rule wrote it)."""
+        for subject in self.trigger.entity_ids:
+            if group_of(subject) == event.group_id:
+                self._changed(
+                    subject, event.old is not None, event.old, event.new, event.context,
+                    _group_data(event),
+                )  # fmt: skip
+
+    def _changed(
+        self,
+        key: str,
+        had_old: bool,
+        old_v: Any,
+        new_v: Any,
+        parent: Context | None,
+        extra: dict[str, Any],
+    ) -> None:
+        t = self.trigger
+        from_ok = t.from_ is None or (had_old and any(values_equal(v, old_v) for v in t.from_))
         to_ok = t.to is None or any(values_equal(v, new_v) for v in t.to)
         if from_ok and to_ok:
             data = self.data(
                 "state",
-                entity_id=event.entity_id,
+                entity_id=key,
                 attribute=t.attribute,
                 **{"from": _jsonable(old_v), "to": _jsonable(new_v)},
+                **extra,
             )
-            self.hit(event.entity_id, data, event.new.context)
-        elif event.entity_id in self.pending:
-            self.cancel(event.entity_id)
+            self.hit(key, data, parent)
+        elif key in self.pending:
+            self.cancel(key)
 
     def still_holds(self, key: str) -> bool:
         """For restored timers: is the entity still in a ``to`` state?"""
@@ -258,7 +304,7 @@ class NumericWatch(_HeldWatch):
     def arm(self) -> None:
         t = self.trigger
         for entity_id in t.entity_ids:
-            self._undo.append(_index(self.engine.state_index, entity_id, self))
+            self._undo.append(_index_subject(self.engine, entity_id, self))
             self.inside[entity_id] = self._in_range(entity_id)
         for threshold in (t.above, t.below):
             if isinstance(threshold, str):
@@ -274,23 +320,34 @@ class NumericWatch(_HeldWatch):
         t = self.trigger
         watched = t.entity_ids if event.entity_id not in t.entity_ids else (event.entity_id,)
         for entity_id in watched:
-            was = self.inside.get(entity_id, False)
-            now = self._in_range(entity_id)
-            self.inside[entity_id] = now
-            if now and not was:
-                value = self.engine.entity_value(entity_id, t.attribute)
-                parent = event.new.context if entity_id == event.entity_id else None
-                data = self.data(
-                    "numeric",
-                    entity_id=entity_id,
-                    attribute=t.attribute,
-                    value=_jsonable(value),
-                    above=t.above,
-                    below=t.below,
-                )
-                self.hit(entity_id, data, parent)
-            elif not now:
-                self.cancel(entity_id)
+            parent = event.new.context if entity_id == event.entity_id else None
+            self._check(entity_id, parent, {})
+
+    def on_group(self, event: GroupStateChanged) -> None:
+        """A watched group's aggregated value changed: did it cross into the range?"""
+        for subject in self.trigger.entity_ids:
+            if group_of(subject) == event.group_id:
+                self._check(subject, event.context, _group_data(event))
+
+    def _check(self, entity_id: str, parent: Context | None, extra: dict[str, Any]) -> None:
+        t = self.trigger
+        was = self.inside.get(entity_id, False)
+        now = self._in_range(entity_id)
+        self.inside[entity_id] = now
+        if now and not was:
+            value = self.engine.entity_value(entity_id, t.attribute)
+            data = self.data(
+                "numeric",
+                entity_id=entity_id,
+                attribute=t.attribute,
+                value=_jsonable(value),
+                above=t.above,
+                below=t.below,
+                **extra,
+            )
+            self.hit(entity_id, data, parent)
+        elif not now:
+            self.cancel(entity_id)
 
     def still_holds(self, key: str) -> bool:
         """For restored timers: still in range?"""
@@ -482,6 +539,7 @@ class RuleEngine:
         self.record_history = record_history
         self.rules: dict[str, CompiledRule] = {}
         self.state_index: dict[str, list[Watch]] = defaultdict(list)
+        self.group_index: dict[str, list[Watch]] = defaultdict(list)
         self.device_index: dict[str, list[Watch]] = defaultdict(list)
         self.event_index: dict[str, list[Watch]] = defaultdict(list)
         self.command_index: dict[str, list[Watch]] = defaultdict(list)
@@ -542,6 +600,7 @@ class RuleEngine:
         bus = self.hub.bus
         self._undo += [
             bus.subscribe(StateChanged, self._on_state, owner="rules"),
+            bus.subscribe(GroupStateChanged, self._on_group, owner="rules"),
             bus.subscribe(DeviceAvailability, self._on_availability, owner="rules"),
             bus.subscribe(CustomEvent, self._on_custom_event, owner="rules"),
         ]
@@ -650,6 +709,19 @@ class RuleEngine:
         for watch in tuple(watches):
             try:
                 watch.on_state(event)  # type: ignore[attr-defined]
+            except Exception:
+                _LOGGER.exception("rule %s: trigger %d failed", watch.owner, watch.index)
+
+    def _on_group(self, event: GroupStateChanged) -> None:
+        # A group's first state is where it starts, not a change; counts alone change nothing.
+        if event.first or not event.value_changed:
+            return
+        watches = self.group_index.get(event.group_id)
+        if not watches:
+            return
+        for watch in tuple(watches):
+            try:
+                watch.on_group(event)  # type: ignore[attr-defined]
             except Exception:
                 _LOGGER.exception("rule %s: trigger %d failed", watch.owner, watch.index)
 
@@ -876,9 +948,23 @@ class RuleEngine:
     # ----- helpers the runs use ------------------------------------------------------------
 
     def entity_value(self, entity_id: str, attribute: str | None = None) -> Any:
-        """An entity's state value (or one attribute), None when unknown."""
+        """An entity's state value (or one attribute), None when unknown; for a group
+        (``group:<id>`` or a bare id) its aggregated value."""
         state = self.hub.registry.states.get(entity_id)
+        if state is None and not attribute:
+            group = group_of(entity_id)
+            if group is not None:
+                return self.hub.groups.value(group)
         return _value(state, attribute)
+
+    def last_changed(self, entity_id: str) -> float | None:
+        """When an entity's (or a group's) value last changed; None when unknown."""
+        state = self.hub.registry.states.get(entity_id)
+        if state is not None:
+            return state.last_changed
+        group = group_of(entity_id)
+        snapshot = None if group is None else self.hub.groups.snapshot(group)
+        return None if snapshot is None else snapshot.last_changed
 
     def in_range(self, number: float, above: float | str | None, below: float | str | None) -> bool:
         """Is ``number`` above ``above`` and below ``below`` (either may be an entity id)?"""

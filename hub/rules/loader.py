@@ -65,6 +65,7 @@ from hub.rules.model import (
     WaitAction,
     WebhookCallAction,
     WebhookTrigger,
+    group_of,
 )
 from hub.topics import InvalidTopic, Topic, TopicFilter
 from hub.yamlsource import (
@@ -456,6 +457,38 @@ class _RuleFile:
         """One entity id or a list of them."""
         return tuple(self.entity_id(item, at) for item, at in self.items(value, path, "entity"))
 
+    def subject(self, value: Any, path: PathKey) -> str:
+        """What a state/numeric trigger or condition watches: an entity id, ``group:<id>`` or
+        a bare group id (no dot: it cannot be an entity), kept as written."""
+        if isinstance(value, str) and ENTITY_ID_PATTERN.match(value):
+            return value
+        if isinstance(value, str):
+            group = group_of(value)
+            if group is not None and ID_PATTERN.match(group):
+                return value
+            self.error(
+                path,
+                f"invalid entity or group {value!r}: use an entity id (<device>.<key>) or a "
+                "group id (group:<id>), each part 1-64 lowercase letters, digits, '_' or '-'",
+            )
+        else:
+            self.error(path, f"expected an entity or group id, got {_describe(value)}")
+        return ""
+
+    def subjects(self, data: Mapping[str, Any], kind: str, path: PathKey) -> tuple[str, ...]:
+        """The entities and groups of ``data[kind]``; a group has no attributes to watch."""
+        found = tuple(
+            self.subject(item, at) for item, at in self.items(data[kind], (*path, kind), "entity")
+        )
+        groups = [name for name in found if name and group_of(name) is not None]
+        if groups and data.get("attribute") is not None:
+            self.error_at_key(
+                (*path, "attribute"),
+                f"a group has no attributes: {groups[0]!r} is a group "
+                "(its state is the members' aggregate)",
+            )
+        return found
+
     def device_ids(self, value: Any, path: PathKey) -> tuple[str, ...]:
         """One device id or a list of them."""
         return tuple(
@@ -663,7 +696,7 @@ class _RuleFile:
     ) -> Trigger:
         return StateTrigger(
             **common,
-            entity_ids=self.entity_ids(data["state"], (*path, "state")),
+            entity_ids=self.subjects(data, "state", path),
             from_=None if data.get("from") is None else self.values(data["from"], (*path, "from")),
             to=None if data.get("to") is None else self.values(data["to"], (*path, "to")),
             attribute=self._attribute(data, path),
@@ -673,7 +706,7 @@ class _RuleFile:
     def _numeric_trigger(
         self, data: dict[str, Any], path: PathKey, common: dict[str, Any]
     ) -> Trigger:
-        entity_ids = self.entity_ids(data["numeric"], (*path, "numeric"))
+        entity_ids = self.subjects(data, "numeric", path)
         above, below = self._range(data, path)
         return NumericTrigger(
             **common,
@@ -826,7 +859,7 @@ class _RuleFile:
         return tuple(condition for condition in found if condition is not None)
 
     def _state_condition(self, data: dict[str, Any], path: PathKey, pos: Pos) -> Condition:
-        entity_ids = self.entity_ids(data["state"], (*path, "state"))
+        entity_ids = self.subjects(data, "state", path)
         self.require(data, path, "is")
         return StateCondition(
             pos=pos,
@@ -837,7 +870,7 @@ class _RuleFile:
         )
 
     def _numeric_condition(self, data: dict[str, Any], path: PathKey, pos: Pos) -> Condition:
-        entity_ids = self.entity_ids(data["numeric"], (*path, "numeric"))
+        entity_ids = self.subjects(data, "numeric", path)
         above, below = self._range(data, path)
         return NumericCondition(
             pos=pos,
@@ -1218,8 +1251,14 @@ class _RuleFile:
         states = self.data(value, path, templates=False)
         for entity_id, state in states.items():
             where = (*path, entity_id)
-            if not ENTITY_ID_PATTERN.match(entity_id):
-                self.error_at_key(where, f"invalid entity id {entity_id!r}: use <device>.<key>")
+            group = group_of(entity_id)
+            if not ENTITY_ID_PATTERN.match(entity_id) and not (
+                group is not None and ID_PATTERN.match(group)
+            ):
+                self.error_at_key(
+                    where,
+                    f"invalid entity or group {entity_id!r}: use <device>.<key> or group:<id>",
+                )
             if isinstance(state, dict):
                 if "state" not in state:
                     self.at_mapping(where, "missing required key 'state'")
@@ -1240,7 +1279,7 @@ class _RuleFile:
         where = (*path, kind)
         written = dict(data)
         if kind == "state":
-            self.entity_id(data["state"], where)
+            self.subject(data["state"], where)
             self.require(data, path, "to")
             if data.get("attributes") is not None:
                 self.mapping(data["attributes"], (*path, "attributes"), "attributes")

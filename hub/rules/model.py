@@ -31,6 +31,20 @@ NOWHERE = Pos("<none>", 0, 0)
 Value = Any
 
 
+GROUP_PREFIX = "group:"
+
+
+def group_of(subject: str) -> str | None:
+    """The group id a ``state``/``numeric`` subject names, or None for an entity id.
+
+    A subject is an entity id (``<device>.<key>``, always with a dot), ``group:<id>``, or a
+    bare group id (no dot, so it cannot be an entity).
+    """
+    if subject.startswith(GROUP_PREFIX):
+        return subject[len(GROUP_PREFIX) :]
+    return None if "." in subject else subject
+
+
 # ----- triggers ---------------------------------------------------------------------------
 
 
@@ -44,7 +58,11 @@ class Trigger:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StateTrigger(Trigger):
-    """An entity's state (or attribute) changes, optionally from/to values, held ``for``."""
+    """An entity's state (or attribute) changes, optionally from/to values, held ``for``.
+
+    ``entity_ids`` may name groups (``group:<id>`` or a bare id; see ``group_of``): their
+    aggregated state is the value.
+    """
 
     entity_ids: tuple[str, ...]
     from_: tuple[Value, ...] | None = None  # None: any

@@ -236,8 +236,8 @@ class RuleRun:
                 if not any(values_equal(want, value) for want in condition.state):
                     ok = False
                 elif condition.for_:
-                    state = engine.hub.registry.states.get(entity_id)
-                    held = engine.clock.time() - state.last_changed if state else 0.0
+                    since = engine.last_changed(entity_id)
+                    held = engine.clock.time() - since if since is not None else 0.0
                     if held < condition.for_:
                         ok = False
             entry["values"] = _jsonable(seen)

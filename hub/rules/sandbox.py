@@ -1,9 +1,9 @@
 """Rule tests and replays: the real engine on a simulated clock, with no broker and no device.
 
-A sandbox is a hub that is never started: its registry, bus and command router work, but
-nothing reaches MQTT or storage. In rule tests, virtual devices answer commands as a real
-device would (the state becomes what the command asked for); in replays, commands are only
-recorded, so the recorded history plays out untouched.
+A sandbox is a hub that is never started: its registry, bus, command router and group
+states work, but nothing reaches MQTT or storage. In rule tests, virtual devices answer
+commands as a real device would (the state becomes what the command asked for); in replays,
+commands are only recorded, so the recorded history plays out untouched.
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ from hub.model import (
     Device,
     Entity,
     EntityKind,
+    Group,
     InvalidValue,
     Origin,
     Registry,
 )
 from hub.rules.clock import SimulatedClock
 from hub.rules.engine import RuleEngine
-from hub.rules.model import Rule, RuleSet, RuleTest, RuleTestEvent
+from hub.rules.model import Rule, RuleSet, RuleTest, RuleTestEvent, group_of
 from hub.rules.schedule import Location
 
 VIRTUAL = "virtual"
@@ -142,6 +143,7 @@ def sandbox_hub(registry: Registry | None = None) -> Hub:
             hub.register_device(Device(device.id, device.name, device.owner, device.area), entities)
         hub.registry.areas.update(registry.areas)
         hub.registry.groups.update(registry.groups)
+        hub.registry.invalidate_groups()  # the group states follow the new groups
     return hub
 
 
@@ -173,8 +175,18 @@ def _split(body: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def set_state(hub: Hub, entity_id: str, body: Any, context: Context | None = None) -> None:
-    """Put an entity into a state (creating it on a virtual device if needed)."""
+    """Put an entity into a state (creating it on a virtual device if needed); a group
+    (``group:<id>`` or a bare id) is given that aggregated value, whatever its members say."""
     value, attrs = _split(body)
+    group = group_of(entity_id)
+    if group is not None:
+        if group not in hub.registry.groups:
+            # A group the test names but hub.yaml does not have: an empty one, like the
+            # virtual devices of unknown entities.
+            hub.registry.groups[group] = Group(group, group)
+            hub.registry.invalidate_groups()
+        hub.groups.pin(group, value, context or Context(Origin.PERSON, "test"))
+        return
     entity = ensure_entity(hub, entity_id, value)
     value, attrs = hub.validate_report(entity, value, attrs)
     hub.apply_state(
@@ -311,7 +323,8 @@ async def run_rule_test(
     tz: str = "UTC",
     location: Location | None = None,
 ) -> TestOutcome:
-    """Run one test case of one rule."""
+    """Run one test case of one rule (``registry``: devices, areas and groups to start
+    from, e.g. hub.yaml's groups)."""
     outcome = TestOutcome(rule.id, test.name, passed=False, pos=str(test.pos))
     hub = sandbox_hub(registry)
     hub.commands.register_dialect(VIRTUAL, VirtualDevices(hub))

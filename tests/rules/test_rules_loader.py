@@ -462,6 +462,10 @@ def test_a_one_rule_file_has_paths_from_the_rule(tmp_path: Path) -> None:
 
 
 ENTITY_RULE = "use <device>.<key>, each 1-64 lowercase letters, digits, '_' or '-'"
+SUBJECT_RULE = (
+    "use an entity id (<device>.<key>) or a group id (group:<id>), each part 1-64 lowercase "
+    "letters, digits, '_' or '-'"
+)
 ID_RULE = "use 1-64 lowercase letters, digits, '_' or '-'"
 TRIGGER_TYPES = "state, numeric, mqtt, time, cron, every, sun, hub, device, command, webhook, "
 TRIGGER_TYPES += "calendar, event"
@@ -472,8 +476,8 @@ def test_trigger_mistakes() -> None:
     assert problems(INVALID / "triggers.yaml") == [
         f"{t('4:7', 0)}: unknown trigger type 'stat' (did you mean 'state'?)",
         f"{t('6:7', 1)}: unknown key 'fro' (did you mean 'from'?)",
-        f"{t('7:15', 2)}.state[0]: invalid entity id 'Hallway.motion': {ENTITY_RULE}",
-        f"{t('7:31', 2)}.state[1]: invalid entity id 'motion': {ENTITY_RULE}",
+        f"{t('7:15', 2)}.state[0]: invalid entity or group 'Hallway.motion': {SUBJECT_RULE}",
+        # `motion` (no dot) is read as a group id: hub check says whether that group exists.
         f"{t('8:12', 2)}.for: expected a number of seconds or a duration like '5s', got 'soon'",
         f"{t('9:7', 3)}: give 'above', 'below' or both",
         f"{t('12:14', 4)}.below: 'below' (20) must be more than 'above' (25): "
@@ -582,7 +586,7 @@ def test_rule_test_mistakes() -> None:
         f"{t('5:7', 0)}: missing required key 'expect'",
         f"{t('7:14', 1)}.clock: expected a local date-time like '2026-01-05T21:00:00', "
         "got '2026-13-01T00:00:00'",
-        f"{t('9:9', 1)}.states: invalid entity id 'Kitchen': use <device>.<key>",
+        f"{t('9:9', 1)}.states: invalid entity or group 'Kitchen': use <device>.<key> or group:<id>",
         f"{t('10:9', 1)}.states['a.b']: missing required key 'state'",
         f"{t('12:11', 1)}.events[0]: unknown test event type 'stat' (did you mean 'state'?)",
         f"{t('14:11', 1)}.events[1]: missing required key 'to'",
