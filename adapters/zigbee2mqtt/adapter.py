@@ -172,6 +172,8 @@ class Zigbee2Mqtt(Plugin):
         self._devices: dict[str, _ZDevice] = {}
         self._by_state: dict[str, _ZDevice] = {}
         self._by_availability: dict[str, _ZDevice] = {}
+        # ieee -> (the maps they were made from, hub entity id by entity key)
+        self._entity_ids: dict[str, tuple[dict[str, EntityMap], dict[str, str]]] = {}
         # Device messages that came before the first device list (retained ones arrive in no
         # particular order), replayed once the list says whose they are.
         self._early: dict[str, bytes] = {}
@@ -426,6 +428,8 @@ class Zigbee2Mqtt(Plugin):
                 parsed.setdefault(old.ieee, old)
             removed = []
         self._devices = parsed
+        for ieee in [i for i in self._entity_ids if i not in parsed]:
+            del self._entity_ids[ieee]  # gone from the network: forget its ids too
         self._update_topics()
         for z in removed:
             ctx.remove_device(z.ieee)
@@ -540,7 +544,13 @@ class Zigbee2Mqtt(Plugin):
         if not isinstance(data, dict):
             ctx.reject(topic, "a device state must be a JSON object", kind="wrong_type")
             return
-        has_state = {key: ctx.state(f"{z.ieee}.{key}") is not None for key in z.maps}
+        ids = self._entity_ids.get(z.ieee)
+        if ids is None or ids[0] is not z.maps:
+            # Built once per device description (a new one brings new maps).
+            ids = self._entity_ids[z.ieee] = (z.maps, {key: f"{z.ieee}.{key}" for key in z.maps})
+        entity_ids = ids[1]
+        state = ctx.state
+        has_state = {key: state(entity_id) is not None for key, entity_id in entity_ids.items()}
         try:
             # The whole message is validated before any of it is applied.
             reports = read_message(z.maps.items(), data, has_state)
@@ -549,7 +559,7 @@ class Zigbee2Mqtt(Plugin):
             return
         for key, value, attributes in reports:
             try:
-                ctx.report_state(f"{z.ieee}.{key}", value, attributes)
+                ctx.report_state(entity_ids[key], value, attributes)
             except (InvalidValue, KeyError) as exc:  # pragma: no cover - read() is stricter
                 ctx.reject(topic, f"{z.friendly_name}.{key}: {exc}", kind="wrong_type")
 
