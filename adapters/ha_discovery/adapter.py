@@ -711,20 +711,23 @@ class HaDiscovery(Plugin):
                 kind="too_large",
             )
             return
-        texts: dict[str, str] = {}
+        # The template variables by encoding: decoded and parsed once per message, shared by
+        # every template that reads it (templates do not change them).
+        by_encoding: dict[str, dict[str, Any]] = {}
         parsed: list[Any] = []
 
         def variables(component: Component) -> dict[str, Any]:
-            text = texts.get(component.encoding)
-            if text is None:
-                text = payload.decode(component.encoding)
-                texts[component.encoding] = text
+            found = by_encoding.get(component.encoding)
+            if found is not None:
+                return found
+            text = payload.decode(component.encoding)
             if not parsed:
                 try:
                     parsed.append(orjson.loads(payload))
                 except orjson.JSONDecodeError:
                     parsed.append(_JSON_ERROR)
-            return {"value": text, "value_json": parsed[0]}
+            found = by_encoding[component.encoding] = {"value": text, "value_json": parsed[0]}
+            return found
 
         updates: dict[str, tuple[Component, Update]] = {}
         seen: list[tuple[str, int, bool]] = []
