@@ -77,10 +77,17 @@ class GroupStates:
             return current.summary.state
         return self._registry.group_state(group_id)
 
-    def pin(self, group_id: str, value: Any, context: Context | None = None) -> None:
+    def pin(
+        self,
+        group_id: str,
+        value: Any,
+        context: Context | None = None,
+        *,
+        now: float | None = None,
+    ) -> None:
         """Give a group this value whatever its members say (rule tests drive groups so)."""
         self._pinned[group_id] = value
-        self._mark(group_id, context, time.time())
+        self._mark(group_id, context, time.time() if now is None else now)
         self.flush()
 
     # ----- following -------------------------------------------------------------------------
@@ -99,14 +106,19 @@ class GroupStates:
         # Any group's members may differ; removed groups are told so too.
         now = time.time()
         for group_id in (*self._registry.groups, *self._current):
-            self._mark(group_id, None, now)
+            self._mark(group_id, None, now, weak=True)
         if self._dirty:
             self._schedule()
 
-    def _mark(self, group_id: str, context: Context | None, stamp: float) -> None:
+    def _mark(
+        self, group_id: str, context: Context | None, stamp: float, *, weak: bool = False
+    ) -> None:
+        # A member's change names the cause and the time; a membership change only when
+        # nothing in this turn did.
         if context is not None or group_id not in self._dirty:
             self._dirty[group_id] = context
-        self._stamps[group_id] = stamp
+        if not weak or group_id not in self._stamps:
+            self._stamps[group_id] = stamp
 
     def _schedule(self) -> None:
         if self._flush_scheduled:

@@ -174,9 +174,19 @@ def _split(body: Any) -> tuple[Any, dict[str, Any]]:
     return body, {}
 
 
-def set_state(hub: Hub, entity_id: str, body: Any, context: Context | None = None) -> None:
+def set_state(
+    hub: Hub,
+    entity_id: str,
+    body: Any,
+    context: Context | None = None,
+    *,
+    now: float | None = None,
+) -> None:
     """Put an entity into a state (creating it on a virtual device if needed); a group
-    (``group:<id>`` or a bare id) is given that aggregated value, whatever its members say."""
+    (``group:<id>`` or a bare id) is given that aggregated value, whatever its members say.
+
+    ``now``: the (simulated) time of the change, so that ``for:`` conditions measure on the
+    test's clock."""
     value, attrs = _split(body)
     group = group_of(entity_id)
     if group is not None:
@@ -185,12 +195,16 @@ def set_state(hub: Hub, entity_id: str, body: Any, context: Context | None = Non
             # virtual devices of unknown entities.
             hub.registry.groups[group] = Group(group, group)
             hub.registry.invalidate_groups()
-        hub.groups.pin(group, value, context or Context(Origin.PERSON, "test"))
+        hub.groups.pin(group, value, context or Context(Origin.PERSON, "test"), now=now)
         return
     entity = ensure_entity(hub, entity_id, value)
     value, attrs = hub.validate_report(entity, value, attrs)
     hub.apply_state(
-        entity, value, attrs, context=context or Context(Origin.DEVICE, entity.device_id)
+        entity,
+        value,
+        attrs,
+        context=context or Context(Origin.DEVICE, entity.device_id),
+        now=now,
     )
 
 
@@ -243,7 +257,7 @@ async def _feed(hub: Hub, engine: RuleEngine, clock: SimulatedClock, event: Rule
             body = {"state": body, **attributes}
         entity_ids = data["state"] if isinstance(data["state"], list | tuple) else [data["state"]]
         for entity_id in entity_ids:
-            set_state(hub, entity_id, body)
+            set_state(hub, entity_id, body, now=clock.time())
     elif kind == "mqtt":
         payload = data.get("payload", "")
         raw = payload if isinstance(payload, str) else __import__("orjson").dumps(payload).decode()
@@ -333,7 +347,7 @@ async def run_rule_test(
         device.available = True
     clock = SimulatedClock(_local_start(test.clock, tz), tz=tz)
     for entity_id, body in test.states.items():
-        set_state(hub, entity_id, body)
+        set_state(hub, entity_id, body, now=clock.time())
     engine = RuleEngine(hub, clock, location=location)
     engine.record_effects = True
     engine.load(RuleSet({rule.id: rule}))
@@ -453,7 +467,7 @@ async def replay(
                         "state": record.data.get("value"),
                         **(record.data.get("attributes") or {}),
                     }
-                    set_state(hub, record.key, body)
+                    set_state(hub, record.key, body, now=record.ts)
                 elif record.kind == "mqtt":
                     engine.handle_mqtt(
                         record.key, str(record.data.get("payload", "")).encode(), record.ts

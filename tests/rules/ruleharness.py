@@ -68,12 +68,14 @@ class Harness:
 
     def given_states(self, states: dict[str, Any]) -> None:
         for entity_id, body in states.items():
-            set_state(self.hub, entity_id, body)
+            set_state(self.hub, entity_id, body, now=self.clock.time())
 
     async def set(self, entity_id: str, body: Any) -> None:
         """A device reports a new state."""
         device_id = entity_id.split(".", maxsplit=1)[0]
-        set_state(self.hub, entity_id, body, Context(Origin.DEVICE, device_id))
+        set_state(
+            self.hub, entity_id, body, Context(Origin.DEVICE, device_id), now=self.clock.time()
+        )
         await self.clock.run_until_idle()
 
     async def advance(self, seconds: float) -> None:

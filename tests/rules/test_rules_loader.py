@@ -586,7 +586,8 @@ def test_rule_test_mistakes() -> None:
         f"{t('5:7', 0)}: missing required key 'expect'",
         f"{t('7:14', 1)}.clock: expected a local date-time like '2026-01-05T21:00:00', "
         "got '2026-13-01T00:00:00'",
-        f"{t('9:9', 1)}.states: invalid entity or group 'Kitchen': use <device>.<key> or group:<id>",
+        f"{t('9:9', 1)}.states: invalid entity or group 'Kitchen': "
+        "use <device>.<key> or group:<id>",
         f"{t('10:9', 1)}.states['a.b']: missing required key 'state'",
         f"{t('12:11', 1)}.events[0]: unknown test event type 'stat' (did you mean 'state'?)",
         f"{t('14:11', 1)}.events[1]: missing required key 'to'",

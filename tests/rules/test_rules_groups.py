@@ -1,0 +1,469 @@
+"""Rules that read and react to group states: loader, checks, engine, rule tests, a real hub."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+from mqttprobe import MqttProbe
+from ruleharness import Harness, write_rules
+
+from hub.config import load_config
+from hub.core import Hub
+from hub.events import GroupStateChanged
+from hub.model import Aggregate, Group
+from hub.rules.checks import Known, check_ruleset
+from hub.rules.loader import load_rule_file, load_rules
+from hub.rules.model import NumericTrigger, StateCondition, StateTrigger, group_of
+from hub.rules.sandbox import run_rule_tests, sandbox_hub
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def hub_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``hub`` command line."""
+    return subprocess.run(
+        [sys.executable, "-m", "hub", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def harness(tmp_path: Path, rules: str, *groups: Group) -> Harness:
+    """A sandbox hub with these groups and an engine running ``rules``."""
+    hub = sandbox_hub()
+    for group in groups:
+        hub.registry.groups[group.id] = group
+    hub.registry.invalidate_groups()
+    return Harness.from_yaml(tmp_path, rules, hub=hub)
+
+
+DOWNSTAIRS = Group("downstairs", "Downstairs lights", ["hall.light", "kitchen.light"])
+UPSTAIRS = Group(
+    "upstairs", "Upstairs temperature", ["bed.temperature", "bath.temperature"], Aggregate.AVERAGE
+)
+
+
+# --- the loader -------------------------------------------------------------------------
+
+
+def test_group_subjects_are_kept_as_written_and_read_by_group_of(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            id: r
+            triggers:
+              - {state: group:downstairs, to: "on", for: 2m}
+              - {numeric: upstairs, below: 19}
+            conditions:
+              - {state: [downstairs, hall.light], is: "on"}
+            actions: [{notify: hi}]
+            """
+        )
+    )
+    rules, issues = load_rule_file(path)
+    assert issues == []
+    trigger, numeric = rules[0].triggers
+    assert isinstance(trigger, StateTrigger)
+    assert isinstance(numeric, NumericTrigger)
+    assert trigger.entity_ids == ("group:downstairs",)
+    assert trigger.for_ == 120
+    assert numeric.entity_ids == ("upstairs",)
+    condition = rules[0].conditions[0]
+    assert isinstance(condition, StateCondition)
+    assert [group_of(s) for s in condition.entity_ids] == ["downstairs", None]
+
+
+def test_group_subject_mistakes_say_where_and_why(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            id: bad
+            triggers:
+              - {state: "group:Down stairs", to: "on"}
+              - {state: group:downstairs, attribute: brightness, to: 3}
+            actions: [{notify: hi}]
+            tests:
+              - name: t
+                states: {"group:": "on"}
+                expect: {nothing: true}
+            """
+        )
+    )
+    rules, issues = load_rule_file(path)
+    assert rules == []
+    shown = [f"{i.line}:{i.col}: {i.path}: {i.message}" for i in issues]
+    assert shown == [
+        "4:13: triggers[0].state: invalid entity or group 'group:Down stairs': use an entity id "
+        "(<device>.<key>) or a group id (group:<id>), each part 1-64 lowercase letters, "
+        "digits, '_' or '-'",
+        "5:31: triggers[1]: a group has no attributes: 'group:downstairs' is a group "
+        "(its state is the members' aggregate)",
+        "9:14: tests[0].states: invalid entity or group 'group:': use <device>.<key> or group:<id>",
+    ]
+
+
+# --- hub check ---------------------------------------------------------------------------
+
+
+def test_hub_check_errors_on_unknown_groups_with_a_suggestion(tmp_path: Path) -> None:
+    rules = write_rules(
+        tmp_path / "rules",
+        """
+        - id: typo
+          triggers: [{state: group:downstars, to: "on"}]
+          actions: [{notify: hi}]
+        - id: bare_entity
+          conditions: [{numeric: hall_sensor, above: 3}]
+          triggers: [{command: go}]
+          actions: [{notify: hi}]
+        - id: fine
+          triggers: [{state: downstairs, to: "on"}, {numeric: group:upstairs, below: 19}]
+          actions: [{notify: hi}]
+        """,
+    )
+    known = Known(
+        entities=frozenset({"hall_sensor.temperature", "hall.light"}),
+        devices=frozenset({"hall_sensor", "hall"}),
+        groups=frozenset({"downstairs", "upstairs"}),
+    )
+    issues = check_ruleset(load_rules([rules]), known)
+    shown = [(i.line, i.col, i.path, i.severity, i.message) for i in issues]
+    assert shown == [
+        (
+            3,
+            22,
+            "rules[0].triggers[0].state",
+            "error",
+            "unknown group 'downstars' (did you mean 'downstairs'?)",
+        ),
+        (
+            6,
+            26,
+            "rules[1].conditions[0].numeric",
+            "error",
+            "unknown group 'hall_sensor' (an entity id is <device>.<key>: did you mean "
+            "'hall_sensor.temperature'?)",
+        ),
+    ]
+    nothing = Known(entities=None, devices=None)
+    issues = check_ruleset(load_rules([rules]), nothing)
+    assert "(no groups are configured)" in issues[0].message
+
+
+def test_hub_check_knows_the_groups_of_hub_yaml(tmp_path: Path) -> None:
+    write_rules(
+        tmp_path / "rules",
+        """
+        - id: r
+          triggers: [{state: group:downstairs, to: "on"}, {state: group:upstair, to: "on"}]
+          actions: [{notify: hi}]
+        """,
+    )
+    config = tmp_path / "hub.yaml"
+    config.write_text(
+        "areas: [{id: hall, name: Hall}, {id: attic, name: Attic}]\n"
+        "groups:\n"
+        "  - {id: downstairs, name: Downstairs, members: [area:hall]}\n"
+        "  - {id: upstairs, name: Upstairs, members: [area:attic], aggregate: average}\n"
+    )
+    result = hub_cli("check", "--config", str(config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "unknown group 'upstair' (did you mean 'upstairs'?)" in result.stdout
+    assert "downstairs" not in result.stdout.replace("rules.yaml", "")
+
+
+# --- the engine ---------------------------------------------------------------------------
+
+ANY_ON = """
+- id: any_on
+  triggers:
+    - {state: group:downstairs, to: "on", id: lit}
+    - {state: downstairs, to: "off", for: 5m, id: dark}
+  actions:
+    - notify: "{{ trigger.id }} {{ trigger.to }} {{ trigger.on }}/{{ trigger.members }}"
+"""
+
+
+async def test_a_group_trigger_fires_on_the_aggregate_not_on_every_member(
+    tmp_path: Path,
+) -> None:
+    h = harness(tmp_path, ANY_ON, DOWNSTAIRS)
+    h.given_states({"hall.light": "off", "kitchen.light": "off"})
+    await h.start()
+    await h.set("hall.light", "on")
+    assert h.notifications == ["lit on 1/2"]
+    await h.set("kitchen.light", "on")  # still "on": the aggregate did not change
+    await h.set("hall.light", {"state": "on", "brightness": 10})
+    assert h.notifications == ["lit on 1/2"]
+    trace = h.traces("any_on")[0]
+    assert trace["trigger"]["entity_id"] == "group:downstairs"
+    assert trace["trigger"]["group_id"] == "downstairs"
+    assert (trace["trigger"]["from"], trace["trigger"]["to"]) == ("off", "on")
+    # The run's context chains back to the member that changed the group.
+    assert trace["context"]["parent"]["source"] == "hall"
+    await h.stop()
+
+
+async def test_for_on_a_group_waits_and_is_cancelled_when_the_group_changes_back(
+    tmp_path: Path,
+) -> None:
+    h = harness(tmp_path, ANY_ON, DOWNSTAIRS)
+    h.given_states({"hall.light": "on", "kitchen.light": "off"})
+    await h.start()
+    await h.set("hall.light", "off")  # the group is off: the 5 minutes start
+    await h.advance(240)
+    await h.set("kitchen.light", "on")  # on again before 5 minutes: cancelled
+    await h.advance(600)
+    assert h.notifications == ["lit on 1/2"]
+    await h.set("kitchen.light", "off")
+    await h.advance(299)
+    assert h.notifications == ["lit on 1/2"]
+    await h.advance(2)
+    assert h.notifications == ["lit on 1/2", "dark off 0/2"]
+    assert h.traces("any_on")[-1]["trigger"]["for"] == 300
+    await h.stop()
+
+
+AVERAGE = """
+- id: cold_upstairs
+  triggers:
+    - {numeric: group:upstairs, below: 19}
+  conditions:
+    - {numeric: upstairs, below: 25}
+    - {state: group:downstairs, is: "off", for: 1m}
+  actions:
+    - command: bed.thermostat
+      action: set_temperature
+      params: {temperature: "{{ trigger.value + 2 }}"}
+"""
+
+
+async def test_a_numeric_trigger_on_an_average_fires_on_the_crossing_and_traces_values(
+    tmp_path: Path,
+) -> None:
+    h = harness(tmp_path, AVERAGE, UPSTAIRS, DOWNSTAIRS)
+    h.given_states(
+        {
+            "bed.temperature": 21,
+            "bath.temperature": 20,
+            "hall.light": "off",
+            "kitchen.light": "off",
+            "bed.thermostat": "heat",
+        }
+    )
+    await h.start()
+    await h.advance(120)  # downstairs has been off long enough
+    await h.set("bed.temperature", 17.5)  # average 18.75: crosses below 19
+    assert h.commands == [("bed.thermostat", "set_temperature", {"temperature": 20.75})]
+    await h.set("bath.temperature", 19.5)  # 18.5: still below, no new crossing
+    assert len(h.commands) == 1
+    trace = h.traces("cold_upstairs")[0]
+    assert trace["trigger"]["value"] == 18.75
+    assert trace["trigger"]["aggregate"] == "average"
+    conditions = trace["conditions"]
+    assert conditions[0]["values"] == {"upstairs": 18.75}
+    assert conditions[1]["values"] == {"group:downstairs": "off"}
+    await h.set("bed.temperature", 22)  # 20.75: out of the range
+    await h.set("hall.light", "on")
+    await h.set("bed.temperature", 17)  # crosses again, but downstairs is not off
+    assert len(h.commands) == 1
+    assert h.traces("cold_upstairs")[-1]["outcome"] == "conditions_failed"
+    await h.stop()
+
+
+async def test_group_index_reaches_only_the_rules_that_name_the_group(tmp_path: Path) -> None:
+    h = harness(tmp_path, ANY_ON + AVERAGE, DOWNSTAIRS, UPSTAIRS)
+    await h.start()
+    assert set(h.engine.group_index) == {"downstairs", "upstairs"}
+    assert [w.owner for w in h.engine.group_index["upstairs"]] == ["cold_upstairs"]
+    assert "hall.light" not in h.engine.state_index  # members are not watched one by one
+    seen: list[GroupStateChanged] = []
+    h.hub.bus.subscribe(GroupStateChanged, seen.append, owner="test")
+    await h.set("hall.light", "on")
+    assert [(e.group_id, e.old, e.new) for e in seen] == [("downstairs", None, "on")]
+    await h.stop()
+    assert not any(h.engine.group_index.values())  # disarmed: nothing left indexed
+
+
+# --- rule tests (hub rules test) ------------------------------------------------------------
+
+RULE_WITH_TESTS = """
+- id: night_watch
+  triggers:
+    - {state: group:downstairs, to: "on"}
+  conditions:
+    - {numeric: group:upstairs, below: 19}
+  actions:
+    - {notify: "downstairs on while upstairs is {{ states('bed.temperature') }}"}
+  tests:
+    - name: members drive the group
+      states: {hall.light: "off", kitchen.light: "off", bed.temperature: 17, bath.temperature: 18}
+      events:
+        - {state: kitchen.light, to: "on"}
+      expect:
+        notifications: [{message_contains: "downstairs on"}]
+    - name: a group's value can be given directly
+      states: {group:downstairs: "off", group:upstairs: 18}
+      events:
+        - {state: group:downstairs, to: "on"}
+      expect:
+        notifications: [{message_contains: "downstairs on"}]
+    - name: warm upstairs, nothing
+      states: {group:downstairs: "off", group:upstairs: 22}
+      events:
+        - {state: downstairs, to: "on"}
+      expect: {nothing: true}
+"""
+
+
+async def test_rule_tests_drive_groups_by_members_or_by_value(tmp_path: Path) -> None:
+    from hub.model import Registry
+
+    ruleset = load_rules([write_rules(tmp_path / "rules", RULE_WITH_TESTS)])
+    registry = Registry()
+    registry.groups.update({g.id: g for g in (DOWNSTAIRS, UPSTAIRS)})
+    results = await run_rule_tests(ruleset, registry=registry)
+    assert [(r.name, r.passed, r.problems) for r in results] == [
+        ("members drive the group", True, []),
+        ("a group's value can be given directly", True, []),
+        ("warm upstairs, nothing", True, []),
+    ]
+
+
+def test_hub_rules_test_uses_the_groups_of_hub_yaml(tmp_path: Path) -> None:
+    write_rules(tmp_path / "rules", RULE_WITH_TESTS)
+    config = tmp_path / "hub.yaml"
+    config.write_text(
+        "groups:\n"
+        "  - {id: downstairs, name: Downstairs, members: [hall.light, kitchen.light]}\n"
+        "  - id: upstairs\n"
+        "    name: Upstairs\n"
+        "    members: [bed.temperature, bath.temperature]\n"
+        "    aggregate: average\n"
+    )
+    result = hub_cli("rules", "test", "--config", str(config), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["passed"] == 3
+    # Without the groups, the members no longer make up "downstairs": that test fails.
+    config.write_text("")
+    result = hub_cli("rules", "test", "--config", str(config), "--json")
+    assert result.returncode == 1
+    failed = [t["test"] for t in json.loads(result.stdout)["tests"] if not t["passed"]]
+    assert failed == ["members drive the group"]
+
+
+# --- a real hub ---------------------------------------------------------------------------
+
+REAL_RULE = """
+- id: downstairs_lit
+  triggers:
+    - state: group:downstairs
+      to: "on"
+  actions:
+    - command: porch.light
+      action: turn_on
+      wait: false
+- id: downstairs_dark
+  triggers:
+    - state: downstairs
+      to: "off"
+      for: 1s
+  actions:
+    - command: porch.light
+      action: turn_off
+      wait: false
+"""
+
+
+async def test_a_real_hub_runs_a_rule_on_a_group_of_two_devices(
+    tmp_path: Path, mqtt_url: str
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    prefix, base = f"t{suffix}/home", f"t{suffix}/hub"
+    write_rules(tmp_path / "rules", REAL_RULE)
+    config = tmp_path / "hub.yaml"
+    config.write_text(
+        f"hub: {{base_topic: {base}, device_topic: {prefix}, command_timeout: 3s}}\n"
+        f"mqtt: {{url: {mqtt_url}, client_id: hub-{suffix}}}\n"
+        f"database: {{url: 'sqlite+aiosqlite:///{tmp_path / 'hub.db'}', flush_interval: 0.1s}}\n"
+        "groups:\n"
+        "  - {id: downstairs, name: Downstairs, members: [hall, kitchen], kind: light}\n"
+    )
+    loaded = load_config(config)
+    hub = Hub(loaded.config, config_path=loaded.path, source=loaded.source)
+    await hub.start()
+    try:
+        with MqttProbe(mqtt_url) as probe:
+            probe.subscribe(f"{prefix}/porch/set")
+            probe.subscribe(f"{base}/groups/downstairs/state")
+            for device in ("hall", "kitchen", "porch"):
+                body = {"name": device, "entities": {"light": {"kind": "light"}}}
+                await asyncio.to_thread(probe.publish, f"{prefix}/{device}/config", body, 1, True)
+                await asyncio.to_thread(
+                    probe.publish, f"{prefix}/{device}/state", {"light": "off"}, 1
+                )
+            await _until(lambda: hub.groups.value("downstairs") == "off")
+
+            await asyncio.to_thread(probe.publish, f"{prefix}/kitchen/state", {"light": "on"}, 1)
+            _, payload = await asyncio.to_thread(probe.wait_for, f"{prefix}/porch/set")
+            assert json.loads(payload)["action"] == "turn_on"
+            # The mirror publishes the same aggregate the rule saw.
+            await _until(
+                lambda: any(
+                    json.loads(m.payload)["state"] == "on"
+                    for m in probe.messages
+                    if m.topic == f"{base}/groups/downstairs/state" and m.payload
+                )
+            )
+
+            # The second member turning on changes nothing for the group: no second command.
+            await asyncio.to_thread(probe.publish, f"{prefix}/hall/state", {"light": "on"}, 1)
+            await asyncio.sleep(0.3)
+            sets = [m for m in probe.messages if m.topic == f"{prefix}/porch/set"]
+            assert len(sets) == 1
+
+            # Both off: the group is off; held for 1 s, the other rule turns the porch off.
+            for device in ("hall", "kitchen"):
+                await asyncio.to_thread(
+                    probe.publish, f"{prefix}/{device}/state", {"light": "off"}, 1
+                )
+            _, payload = await asyncio.to_thread(probe.wait_for, f"{prefix}/porch/set", None, 5.0)
+            assert json.loads(payload)["action"] == "turn_off"
+    finally:
+        await hub.stop()
+    trace = await asyncio.to_thread(
+        hub_cli, "rules", "trace", "downstairs_lit", "--json", "--config", str(config)
+    )
+    assert trace.returncode == 0, trace.stderr
+    runs = json.loads(trace.stdout)
+    assert len(runs) == 1
+    trigger = runs[0]["trigger"]
+    assert (trigger["entity_id"], trigger["from"], trigger["to"]) == (
+        "group:downstairs",
+        "off",
+        "on",
+    )
+    assert (trigger["on"], trigger["members"]) == (1, 2)
+    # The run was caused by the kitchen light, through the group.
+    assert runs[0]["context"]["parent"]["source"] == "kitchen"
+
+
+async def _until(check: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
