@@ -37,6 +37,10 @@ class EventBus:
     def __init__(self) -> None:
         self._by_type: dict[type[Event], list[_Subscription]] = {}
         self._catch_all: list[_Subscription] = []
+        # Per event type, its listeners then the catch-all ones: built on first publish, dropped
+        # on every (un)subscribe. Dispatch walks this snapshot, so a listener may unsubscribe
+        # (or subscribe) during dispatch without changing who gets the current event.
+        self._dispatch: dict[type[Event], tuple[_Subscription, ...]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.listener_errors = 0
 
@@ -56,24 +60,33 @@ class EventBus:
         self, bucket: list[_Subscription], callback: Callable[[Any], Any], owner: str
     ) -> Unsubscribe:
         sub = _Subscription(callback, owner)
-        # Copy-on-write, so a listener may unsubscribe itself during dispatch.
         bucket.append(sub)
+        self._dispatch.clear()
 
         def unsubscribe() -> None:
             if sub in bucket:
                 bucket.remove(sub)
+                self._dispatch.clear()
 
         return unsubscribe
 
     def publish(self, event: Event) -> None:
         """Deliver ``event`` to its listeners now (coroutine listeners are scheduled)."""
-        subs = self._by_type.get(type(event))
-        if subs:
-            for sub in tuple(subs):
+        event_type = type(event)
+        subs = self._dispatch.get(event_type)
+        if subs is None:
+            subs = (*self._by_type.get(event_type, ()), *self._catch_all)
+            self._dispatch[event_type] = subs
+        for sub in subs:
+            if sub.is_async:
                 self._call(sub, event)
-        if self._catch_all:
-            for sub in tuple(self._catch_all):
-                self._call(sub, event)
+                continue
+            # Synchronous listeners inline (the ingest hot path: several per state report).
+            try:
+                sub.callback(event)
+            except Exception:
+                self.listener_errors += 1
+                _LOGGER.exception("listener %s/%s failed", sub.owner, event.name)
 
     def _call(self, sub: _Subscription, event: Event) -> None:
         try:
