@@ -679,7 +679,7 @@ class FirmwareProfiles(Plugin):
         plans: list[tuple[_DeviceBatch, list[Entity] | None, list[tuple[str, Any, Any]]]] = []
         # Reports for entities registered as they are: report_states checks them (all or
         # nothing) unless something is registered first, when they are checked here too.
-        deferred: list[tuple[str, Entity, Any, Any]] = []
+        deferred: list[tuple[Known, str, Entity, Any, Any]] = []
         registering = False
         # 1. Check everything the message says before changing anything.
         for batch in batches.values():
@@ -720,15 +720,15 @@ class FirmwareProfiles(Plugin):
                 if value is None and context.state(entity.id) is None:
                     continue
                 if fresh is None:
-                    deferred.append((f"{known.device_id}.{key}", entity, value, attributes))
+                    deferred.append((known, key, entity, value, attributes))
                 else:
                     self._check(f"{known.device_id}.{key}", entity, value, attributes)
                 reports.append((entity.id, value, attributes))
             registering = registering or changed
             plans.append((batch, list(by_key.values()) if changed else None, reports))
         if registering:
-            for where, entity, value, attributes in deferred:
-                self._check(where, entity, value, attributes)
+            for known, key, entity, value, attributes in deferred:
+                self._check(f"{known.device_id}.{key}", entity, value, attributes)
         # 2. Apply: devices and entities first, then states, then availability.
         all_reports: list[tuple[str, Any, Any]] = []
         for batch, entities, reports in plans:

@@ -211,12 +211,17 @@ class PathFan(Generic[T]):
             fits = memo.get(key)
             if fits is None:
                 fits = self._fits(key)
+            last: dict[str, Any] | None = None
+            bound: Bindings | None = None
             for tag, variables in fits:
-                bound = dict(bindings)
-                for name, typed in variables.items():
-                    if bound.setdefault(name, typed) != typed:
-                        break  # e.g. switch:{channel} under a topic that named another channel
-                else:
+                if variables != last:
+                    # Members that bind the same from this key share one dict (never changed).
+                    last, bound = variables, dict(bindings)
+                    for name, typed in variables.items():
+                        if bound.setdefault(name, typed) != typed:
+                            bound = None  # the topic named another channel, say
+                            break
+                if bound is not None:
                     out.append((tag, child, bound))
 
     def _fits(self, key: str) -> tuple[tuple[T, dict[str, Any]], ...]:
