@@ -67,15 +67,15 @@ class MapPlan:
     ) -> str:
         """``render(template, bindings)``, remembered when the variables it uses are plain
         text or integers taken from the message (the same values give the same key)."""
-        names = self.each_names if template is not self.fmap.entity else self.entity_names
-        try:
-            values = tuple([bindings[name] for name in names])
-        except KeyError:
-            return render(template, bindings)  # a device variable: not remembered
-        for value in values:
+        is_entity = template is self.fmap.entity
+        memo_key: tuple[Any, ...] = (is_entity,)
+        for name in self.entity_names if is_entity else self.each_names:
+            value = bindings.get(name, MISSING)
             if type(value) is not str and type(value) is not int:
-                return render(template, bindings)  # 1, 1.0 and True are equal keys
-        memo_key = (template is self.fmap.entity, *values)
+                # A device variable (not in the message), or a value such as 1.0 or True
+                # that is equal to another type's as a dict key: not remembered.
+                return render(template, bindings)
+            memo_key += (value,)
         found = self.memo.get(memo_key)
         if found is None:
             found = render(template, bindings)

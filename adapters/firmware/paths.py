@@ -127,7 +127,8 @@ class JsonPath:
             value = self.get(data)
             return [] if value is MISSING else [(value, bindings)]
         frontier: list[tuple[Any, Bindings]] = [(data, bindings)]
-        for segment in self.segments:
+        segments = self.segments
+        for position, segment in enumerate(segments):
             reached: list[tuple[Any, Bindings]] = []
             for node, bound in frontier:
                 if isinstance(segment, _Key):
@@ -142,7 +143,9 @@ class JsonPath:
                         (child, {**bound, "index": index}) for index, child in enumerate(items)
                     )
                 elif isinstance(node, dict):
-                    reached.extend(_matching_keys(node, segment, bound))
+                    after = segments[position + 1] if position + 1 < len(segments) else None
+                    follow = after if isinstance(after, _Key) else None
+                    reached.extend(_matching_keys(node, segment, bound, follow))
             if not reached:
                 return []
             frontier = reached
@@ -166,11 +169,15 @@ def _step(node: Any, segment: _Key) -> Any:
 
 
 def _matching_keys(
-    node: dict[str, Any], segment: _Pattern, bindings: Bindings
+    node: dict[str, Any], segment: _Pattern, bindings: Bindings, follow: _Key | None = None
 ) -> list[tuple[Any, Bindings]]:
     found: list[tuple[Any, Bindings]] = []
     bind = segment.bind
     for key, child in node.items():
+        if follow is not None and _step(child, follow) is MISSING:
+            # The path cannot go on from here ("{sensor}.Temperature" at "Time"): skip it
+            # before binding anything.
+            continue
         variables = bind(key)  # JSON object keys are always text
         if variables is None:
             continue
