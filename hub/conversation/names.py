@@ -113,6 +113,8 @@ def entity_label(entity: Entity, device: Device | None) -> str:
     own = entity.name.casefold()
     if own in device.name.casefold() or len(device.entity_ids) == 1:
         return device.name
+    if own.startswith(device.name.casefold()):
+        return entity.name  # adapters that already name it "Desk plug energy"
     return f"{device.name} {entity.name.lower()}"
 
 

@@ -11,8 +11,10 @@ from babel.messages.pofile import read_po
 from hub.config import load_config
 from hub.conversation import IdentityKind, Role
 from hub.conversation.i18n import LOCALE_DIR, available_languages, gettext_for
+from hub.conversation.names import entity_label
 from hub.conversation.parse import BadInput, clean_text, parse
 from hub.conversation.people import QuietHours
+from hub.model import Device, Entity, EntityKind
 from hub.yamlsource import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -173,3 +175,20 @@ def test_every_reply_text_has_a_german_translation() -> None:
     _ = gettext_for("de")
     assert _("Turned on {name}.").format(name="X") == "Eingeschaltet: X."
     assert gettext_for("fr")("Turned on {name}.") == "Turned on {name}."  # unknown: English
+
+
+@pytest.mark.parametrize(
+    ("device_name", "entity_name", "entities", "label"),
+    [
+        ("Kitchen light", "Light", 1, "Kitchen light"),
+        ("Kitchen plug", "Power", 3, "Kitchen plug power"),
+        # Firmware profiles name entities after their device already.
+        ("Desk plug", "Desk plug energy", 3, "Desk plug energy"),
+    ],
+)
+def test_entities_are_called_as_people_would_call_them(
+    device_name: str, entity_name: str, entities: int, label: str
+) -> None:
+    device = Device("d", device_name, "native", entity_ids=[f"d.e{i}" for i in range(entities)])
+    entity = Entity("d.e0", "d", "e0", EntityKind.SENSOR, entity_name)
+    assert entity_label(entity, device) == label
