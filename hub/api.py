@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -423,6 +424,7 @@ class PluginContext:
         Each report is ``(entity_id, value, attributes)``; ``value`` None keeps the current
         value (attributes only). Every report is validated before any is applied, so one bad
         part of a device's message changes nothing (raises InvalidValue or KeyError naming it).
+        The readings share one ``last_updated`` and, where they change, one cause (Context).
         """
         hub = self._hub
         validated: list[tuple[Entity, Any, dict[str, Any]]] = []
@@ -434,8 +436,11 @@ class PluginContext:
                 validated.append((entity, *hub.validate_report(entity, value, attributes)))
             except InvalidValue as exc:
                 raise InvalidValue(f"{entity_id}: {exc}") from None
+        # One timestamp and one cause for the whole message (the readings arrived together).
+        now = time.time()
+        fresh: dict[str, Context] = {}
         for entity, value, attrs in validated:
-            hub.apply_state(entity, value, attrs)
+            hub.apply_state(entity, value, attrs, now=now, fresh=fresh)
 
     def validate_state(
         self, entity: Entity, value: Any, attributes: Mapping[str, Any] | None = None

@@ -26,6 +26,7 @@ from hub.events import (
     Event,
     PayloadRejected,
     StateChanged,
+    make_state_changed,
 )
 from hub.groups import GroupStates
 from hub.model import (
@@ -38,9 +39,9 @@ from hub.model import (
     InvalidValue,
     Origin,
     Registry,
-    State,
     coerce_attributes,
     coerce_value,
+    make_state,
 )
 
 if TYPE_CHECKING:
@@ -144,8 +145,13 @@ class Hub:
         *,
         context: Context | None = None,
         now: float | None = None,
+        fresh: dict[str, Context] | None = None,
     ) -> StateChanged:
-        """Store an already validated report and announce it. The ingest hot path."""
+        """Store an already validated report and announce it. The ingest hot path.
+
+        ``fresh`` (one dict per device message) shares one new device Context between the
+        readings of a message that change with no command behind them: one message, one cause.
+        """
         now = time.time() if now is None else now
         entity_id = entity.id
         states = self.registry.states
@@ -165,10 +171,15 @@ class Hub:
             if cause is not None:
                 context = Context(Origin.DEVICE, entity.device_id, parent=cause)
             elif changed or old is None:
-                context = Context(Origin.DEVICE, entity.device_id)
+                device_id = entity.device_id
+                context = fresh.get(device_id) if fresh is not None else None
+                if context is None:
+                    context = Context(Origin.DEVICE, device_id)
+                    if fresh is not None:
+                        fresh[device_id] = context
             else:
                 context = old.context  # the value's cause is unchanged
-        new = State(
+        new = make_state(
             entity_id,
             value,
             merged,
@@ -180,7 +191,7 @@ class Hub:
         self.stats.reports += 1
         if changed:
             self.stats.state_changes += 1
-        event = StateChanged(entity_id, entity.device_id, old, new)
+        event = make_state_changed(entity_id, entity.device_id, old, new)
         self.bus.publish(event)
         return event
 

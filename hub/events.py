@@ -43,6 +43,26 @@ class StateChanged(Event):
         }
 
 
+_new_object = object.__new__
+_CHANGED_SETTERS = tuple(
+    StateChanged.__dict__[name].__set__ for name in ("entity_id", "device_id", "old", "new")
+)
+
+
+def make_state_changed(
+    entity_id: str, device_id: str, old: State | None, new: State
+) -> StateChanged:
+    """Return ``StateChanged(...)`` built through its slots, without the frozen dataclass
+    __init__'s ``object.__setattr__`` per field (one per reading on the ingest hot path)."""
+    event: StateChanged = _new_object(StateChanged)
+    set_entity, set_device, set_old, set_new = _CHANGED_SETTERS
+    set_entity(event, entity_id)
+    set_device(event, device_id)
+    set_old(event, old)
+    set_new(event, new)
+    return event
+
+
 @dataclass(frozen=True, slots=True)
 class GroupStateChanged(Event):
     """A group's aggregated state (or its member counts) changed, or the group was removed.

@@ -254,6 +254,34 @@ class State:
         }
 
 
+_new_object = object.__new__
+_STATE_SETTERS = tuple(
+    State.__dict__[name].__set__
+    for name in ("entity_id", "value", "attributes", "last_changed", "last_updated", "context")
+)
+
+
+def make_state(
+    entity_id: str,
+    value: Any,
+    attributes: Mapping[str, Any],
+    last_changed: float,
+    last_updated: float,
+    context: Context,
+) -> State:
+    """Return ``State(...)`` built through its slots, without the frozen dataclass __init__'s
+    ``object.__setattr__`` per field: the ingest hot path builds one per reading."""
+    state: State = _new_object(State)
+    set_id, set_value, set_attributes, set_changed, set_updated, set_context = _STATE_SETTERS
+    set_id(state, entity_id)
+    set_value(state, value)
+    set_attributes(state, attributes)
+    set_changed(state, last_changed)
+    set_updated(state, last_updated)
+    set_context(state, context)
+    return state
+
+
 @dataclass(slots=True)
 class Entity:
     """One capability of a device."""

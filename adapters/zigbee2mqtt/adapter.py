@@ -557,11 +557,13 @@ class Zigbee2Mqtt(Plugin):
         except InvalidValue as exc:
             ctx.reject(topic, f"{z.friendly_name}: {exc}", kind="wrong_type")
             return
-        for key, value, attributes in reports:
-            try:
-                ctx.report_state(entity_ids[key], value, attributes)
-            except (InvalidValue, KeyError) as exc:  # pragma: no cover - read() is stricter
-                ctx.reject(topic, f"{z.friendly_name}.{key}: {exc}", kind="wrong_type")
+        try:
+            # One message, one timestamp and one cause for its readings.
+            ctx.report_states(
+                [(entity_ids[key], value, attributes) for key, value, attributes in reports]
+            )
+        except (InvalidValue, KeyError) as exc:  # pragma: no cover - read() is stricter
+            ctx.reject(topic, f"{z.friendly_name}: {exc}", kind="wrong_type")
 
     # ----- groups ------------------------------------------------------------------------------
 
