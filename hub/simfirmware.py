@@ -107,10 +107,18 @@ class Dialect(ABC):
 
     def __init__(self) -> None:
         self.devices: dict[str, SimDevice] = {}
+        # Each device's entity keys, known once: reports ask for them on every message.
+        self._keys: dict[str, tuple[str, ...]] = {}
 
     def add(self, device: SimDevice) -> None:
         """Speak for ``device``."""
         self.devices[device.id] = device
+        self._keys[device.id] = tuple(device.entities())
+
+    def keys_of(self, device: SimDevice) -> tuple[str, ...]:
+        """Return ``device``'s entity keys (remembered for the devices this dialect speaks for)."""
+        keys = self._keys.get(device.id)
+        return keys if keys is not None else tuple(device.entities())
 
     @abstractmethod
     def filters(self) -> list[str]:
@@ -223,7 +231,7 @@ class Tasmota(Dialect):
         return ["cmnd/+/+"] if self.devices else []
 
     def _is_plug(self, device: SimDevice) -> bool:
-        return "switch" in device.entities()
+        return "switch" in self.keys_of(device)
 
     def hub_key(self, device: SimDevice, key: str) -> str | None:
         if self._is_plug(device):
@@ -409,7 +417,7 @@ class Shelly(Dialect):
         return ["+/rpc"] if self.devices else []
 
     def _is_plug(self, device: SimDevice) -> bool:
-        return "switch" in device.entities()
+        return "switch" in self.keys_of(device)
 
     def hub_key(self, device: SimDevice, key: str) -> str | None:
         if self._is_plug(device):
@@ -647,6 +655,7 @@ class Zigbee2Mqtt(Dialect):
         self.base = base
         self.coordinator = "0x00124b0012ab34cd"
         self._state_topics: dict[str, str] = {}
+        self._lqi: dict[str, int] = {}
 
     def add(self, device: SimDevice) -> None:
         super().add(device)
@@ -666,7 +675,7 @@ class Zigbee2Mqtt(Dialect):
         return {"motion": "occupancy", "button": "action"}.get(key, key)
 
     def _kind(self, device: SimDevice) -> str:
-        return next(iter(device.entities()))
+        return self.keys_of(device)[0]
 
     def _definition(self, device: SimDevice) -> dict[str, Any]:
         kind = self._kind(device)
@@ -828,7 +837,9 @@ class Zigbee2Mqtt(Dialect):
     def _full(self, device: SimDevice) -> dict[str, Any]:
         state = device.initial_state()
         kind = self._kind(device)
-        lqi = 60 + (sum(map(ord, device.id)) % 150)
+        lqi = self._lqi.get(device.id)
+        if lqi is None:
+            lqi = self._lqi[device.id] = 60 + (sum(map(ord, device.id)) % 150)
         battery = round(getattr(device, "battery", 0))
         body: dict[str, Any]
         if kind == "light":
