@@ -41,6 +41,7 @@ from hub.model import (
     Registry,
     coerce_attributes,
     coerce_value,
+    make_context,
     make_state,
 )
 
@@ -169,12 +170,12 @@ class Hub:
             changed = old.value != value
         if context is None:
             if cause is not None:
-                context = Context(Origin.DEVICE, entity.device_id, parent=cause)
+                context = make_context(Origin.DEVICE, entity.device_id, cause, now)
             elif changed or old is None:
                 device_id = entity.device_id
                 context = fresh.get(device_id) if fresh is not None else None
                 if context is None:
-                    context = Context(Origin.DEVICE, device_id)
+                    context = make_context(Origin.DEVICE, device_id, None, now)
                     if fresh is not None:
                         fresh[device_id] = context
             else:

@@ -178,11 +178,20 @@ def _one_of(value: Any, allowed: frozenset[str]) -> str:
     raise InvalidValue(f"expected one of {', '.join(sorted(allowed))}, got {value!r}")
 
 
+_NUMERIC_KINDS = frozenset((EntityKind.SENSOR, EntityKind.ENERGY_METER, EntityKind.NUMBER))
+
+
 def coerce_value(kind: EntityKind, value: Any, *, numeric: bool = False) -> Any:
     """Return ``value`` normalised for an entity of ``kind``; raise InvalidValue if it cannot be.
 
     ``numeric`` marks a sensor that measures something (it has a unit): text is refused.
     """
+    value_type = type(value)
+    # The commonest report, a measured number, without the general checks below.
+    if (value_type is int or (value_type is float and math.isfinite(value))) and (
+        kind in _NUMERIC_KINDS
+    ):
+        return value
     if kind in (EntityKind.SWITCH, EntityKind.LIGHT, EntityKind.BINARY_SENSOR):
         return _on_off(value)
     if kind in (EntityKind.SENSOR, EntityKind.ENERGY_METER):
@@ -255,6 +264,26 @@ class State:
 
 
 _new_object = object.__new__
+_CONTEXT_SETTERS = tuple(
+    Context.__dict__[name].__set__
+    for name in ("origin", "source", "via", "parent", "id", "created")
+)
+
+
+def make_context(origin: Origin, source: str, parent: Context | None, now: float) -> Context:
+    """Return ``Context(origin, source, parent=parent)`` created at ``now``, built through its
+    slots (the ingest hot path makes one per device message that changes something)."""
+    context: Context = _new_object(Context)
+    set_origin, set_source, set_via, set_parent, set_id, set_created = _CONTEXT_SETTERS
+    set_origin(context, origin)
+    set_source(context, source)
+    set_via(context, None)
+    set_parent(context, parent)
+    set_id(context, f"{_CONTEXT_PREFIX}-{next(_context_counter):x}")
+    set_created(context, now)
+    return context
+
+
 _STATE_SETTERS = tuple(
     State.__dict__[name].__set__
     for name in ("entity_id", "value", "attributes", "last_changed", "last_updated", "context")
