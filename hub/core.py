@@ -96,6 +96,10 @@ class Hub:
         # Group states follow their members from the start (rule tests use unstarted hubs).
         self.groups = GroupStates(self.registry, self.bus)
         self.groups.attach()
+        # hub.yaml's `devices:` overrides, built once: every registration consults them.
+        self._customizations = {
+            device_id: custom.customization() for device_id, custom in config.devices.items()
+        }
         self.stats = HubStats()
         self.mqtt: MqttLink | None = None
         self.storage: Storage | None = None
@@ -237,10 +241,10 @@ class Hub:
         others are kept.
         """
         registry = self.registry
-        custom = self.config.devices.get(device.id)
+        custom = self._customizations.get(device.id)
         if custom is not None:
             # hub.yaml's `devices:` overrides, on copies: the adapter's objects stay its own.
-            device, entities = custom.customization().apply(device, entities)
+            device, entities = custom.apply(device, entities)
         previous = registry.devices.get(device.id)
         new_ids = [entity.id for entity in entities]
         if previous is not None:
@@ -312,13 +316,11 @@ class Hub:
                 group.id, group.name, list(group.members), group.aggregate, group.kind
             )
         # Devices loaded from storage get hub.yaml's current overrides before anything reads them.
-        for device_id, custom in self.config.devices.items():
+        for device_id, custom in self._customizations.items():
             device = self.registry.devices.get(device_id)
             if device is None:
                 continue
-            customized, entities = custom.customization().apply(
-                device, list(self.registry.entities_of(device_id))
-            )
+            customized, entities = custom.apply(device, list(self.registry.entities_of(device_id)))
             self.registry.devices[device_id] = customized
             for entity in entities:
                 self.registry.entities[entity.id] = entity
@@ -424,21 +426,17 @@ class Hub:
         self.started = True
 
     async def _start_people_services(self) -> None:
-        """Start the command layer and the notification router (issue 5: being written)."""
-        # --- notifications (the router: before plug-ins, which register channels with it) ---
+        """Start the notification router and the command layer (before the plug-ins, which
+        register channels with the first and hand requests to the second)."""
+        from hub.conversation import CommandLayer, People
         from hub.notify.router import NotificationRouter
 
         self.notifier = NotificationRouter(self)
         await self.notifier.start()
-        # --- end notifications ---
-        # --- the command layer (front-ends hand it every request a person makes) ---
-        from hub.conversation import CommandLayer, People
-
         self.conversation = CommandLayer(
             self, People.of(person.to_person() for person in self.config.people)
         )
         self.conversation.start()
-        # --- end command layer ---
 
     def _write_runtime_file(self) -> None:
         # CLI commands that talk to the running hub (hub rules enable ...) find its broker
