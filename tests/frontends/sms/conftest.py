@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hubtest import HubFactory
 from smstest import (
     PUBLIC_URL,
     UNREACHABLE,
-    HubFactory,
     SmsSetup,
     hub_config,
     record_layer,
@@ -17,8 +17,6 @@ from smstest import (
 )
 
 from frontends.sms.standin import TwilioStandin
-from hub.config import load_config
-from hub.core import Hub
 
 
 @pytest.fixture
@@ -28,24 +26,6 @@ async def standin() -> AsyncIterator[TwilioStandin]:
         unreachable=frozenset({UNREACHABLE}), invalid=frozenset({"+15550000666"})
     ) as twilio:
         yield twilio
-
-
-@pytest.fixture
-async def hub_factory() -> AsyncIterator[HubFactory]:
-    """Start hubs from config files; every hub started is stopped at the end."""
-    started: list[Hub] = []
-
-    async def make(config_path: Path) -> Hub:
-        loaded = load_config(config_path)
-        hub = Hub(loaded.config, config_path=loaded.path, source=loaded.source)
-        await hub.start()
-        started.append(hub)
-        return hub
-
-    yield make
-    for hub in started:
-        if hub.started:
-            await hub.stop()
 
 
 @pytest.fixture

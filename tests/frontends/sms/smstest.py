@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,6 @@ AREAS = "".join(
         "kitchen", "living_room", "bedroom", "bathroom", "hallway", "office", "garage", "garden",
     )
 )  # fmt: skip
-
-HubFactory = Callable[..., Awaitable[Hub]]
 
 
 def sms_yaml(standin: TwilioStandin, **overrides: Any) -> str:

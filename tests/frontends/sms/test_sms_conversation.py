@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 from conversation.script import SCRIPT, run_script
-from hubtest import eventually
+from hubtest import HubFactory, eventually
 from smstest import (
     PHONES,
     PUBLIC_URL,
-    HubFactory,
     SmsSetup,
     hub_config,
     record_layer,

@@ -6,18 +6,18 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from hubtest import eventually
+from hubtest import HubFactory, eventually
 from smstest import (
     PHONES,
     PUBLIC_URL,
     UNREACHABLE,
-    HubFactory,
     SmsSetup,
     hub_config,
     running_plugin,
 )
 
 from frontends.sms.standin import TwilioStandin
+from hub.broker import free_port
 from hub.notify import Delivery
 
 
@@ -99,7 +99,7 @@ async def test_alerts_are_cut_to_the_segment_limit(sms: SmsSetup) -> None:
 async def test_bad_credentials_mark_the_front_end_unhealthy_and_the_hub_runs_on(
     tmp_path: Path, mqtt_url: str, standin: TwilioStandin, hub_factory: HubFactory
 ) -> None:
-    port = _free_port()
+    port = free_port()
     hub = await hub_factory(
         hub_config(tmp_path, mqtt_url, standin, auth_token="wrong", listen=f"127.0.0.1:{port}")
     )
@@ -164,16 +164,9 @@ async def test_a_taken_port_is_a_clear_error(
 async def test_twilio_unreachable_is_a_clear_error(
     tmp_path: Path, mqtt_url: str, standin: TwilioStandin, hub_factory: HubFactory
 ) -> None:
-    closed = f"http://127.0.0.1:{_free_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
     hub = await hub_factory(hub_config(tmp_path, mqtt_url, standin, api_base=closed))
     assert hub.plugins is not None
     await eventually(lambda: hub.plugins and hub.plugins.health()["frontend:sms"]["last_error"])
     error = hub.plugins.health()["frontend:sms"]["last_error"]
     assert f"cannot reach Twilio at {closed}" in error
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

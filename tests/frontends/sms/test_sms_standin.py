@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 from conversation.script import PEOPLE_YAML
-from hubtest import eventually, write_config
-from smstest import PHONES, HubFactory, running_plugin
+from hubtest import HubFactory, eventually, write_config
+from smstest import PHONES, running_plugin
 
 from frontends.sms.standin import TwilioStandin, demo_settings
+from hub.broker import free_port
 
 
 async def test_a_hub_with_the_demo_settings_answers_texts_and_sends_alerts(
     tmp_path: Path, mqtt_url: str, hub_factory: HubFactory
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     async with TwilioStandin() as standin:
         settings = demo_settings(standin, listen=f"127.0.0.1:{port}")
         lines = "".join(f"    {key}: {json.dumps(value)}\n" for key, value in settings.items())
