@@ -83,6 +83,11 @@ class EventRoute(BaseModel):
     back_online: bool = True
 
 
+#: The route of a default event not configured (shared: the model is frozen, and the bus
+#: listeners and the timer ask for it on every availability change and tick).
+_DEFAULT_ROUTE = EventRoute()
+
+
 class RateLimit(BaseModel):
     """A token bucket per person (or address) and channel."""
 
@@ -112,7 +117,7 @@ class NotificationsSection(BaseModel):
         found = self.events.get(event)
         if found is not None:
             return found if found.enabled else None
-        return EventRoute() if event in DEFAULT_EVENTS else None
+        return _DEFAULT_ROUTE if event in DEFAULT_EVENTS else None
 
     @classmethod
     def default(cls) -> NotificationsSection:
