@@ -10,11 +10,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from hubtest import eventually, write_config
+from hubtest import HubFactory, eventually, write_config
 from mqttprobe import MqttProbe
 
 from frontends.email.standin import SmtpStandIn
-from hub.config import load_config
 from hub.core import Hub
 
 PEOPLE = """\
@@ -59,16 +58,6 @@ async def smtp(certificate: tuple[str, str]) -> AsyncIterator[SmtpStandIn]:
     await server.stop()
 
 
-@pytest.fixture
-async def hubs() -> AsyncIterator[list[Hub]]:
-    """Hubs a test started; all stopped at the end."""
-    started: list[Hub] = []
-    yield started
-    for running in started:
-        if running.started:
-            await running.stop()
-
-
 def email_section(smtp: SmtpStandIn, cert: str, *, security: str = "starttls") -> str:
     return (
         "frontends:\n"
@@ -89,7 +78,7 @@ def email_section(smtp: SmtpStandIn, cert: str, *, security: str = "starttls") -
 async def start_hub(
     tmp_path: Path,
     mqtt_url: str,
-    hubs: list[Hub],
+    hub_factory: HubFactory,
     smtp: SmtpStandIn,
     cert: str,
     *,
@@ -106,10 +95,7 @@ async def start_hub(
             "hub:\n", "hub:\n  location: {latitude: 52.5, longitude: 13.4, time_zone: UTC}\n", 1
         )
     )
-    loaded = load_config(path)
-    hub = Hub(loaded.config, config_path=loaded.path, source=loaded.source)
-    await hub.start()
-    hubs.append(hub)
+    hub = await hub_factory(path)
     notifier = hub.notifier
     assert notifier is not None
     await eventually(lambda: "email" in notifier.channels, 5, "the e-mail channel is missing")
@@ -124,7 +110,7 @@ def health(hub: Hub) -> dict[str, object]:
 
 
 async def test_a_rule_notify_arrives_as_text_and_html_over_starttls_with_login(
-    tmp_path: Path, mqtt_url: str, hubs: list[Hub], smtp: SmtpStandIn,
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory, smtp: SmtpStandIn,
     certificate: tuple[str, str],
 ) -> None:  # fmt: skip
     rules = tmp_path / "rules"
@@ -138,7 +124,7 @@ async def test_a_rule_notify_arrives_as_text_and_html_over_starttls_with_login(
         "      title: Leak in the kitchen\n"
         "      targets: [alice]\n"
     )
-    hub = await start_hub(tmp_path, mqtt_url, hubs, smtp, certificate[0])
+    hub = await start_hub(tmp_path, mqtt_url, hub_factory, smtp, certificate[0])
     with MqttProbe(mqtt_url) as probe:
         probe.publish("emailtest/leak", "3 mm", qos=1)
         [mail] = await smtp.wait_for(1)
@@ -164,12 +150,14 @@ async def test_a_rule_notify_arrives_as_text_and_html_over_starttls_with_login(
 
 
 async def test_implicit_tls_works_too(
-    tmp_path: Path, mqtt_url: str, hubs: list[Hub], certificate: tuple[str, str]
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory, certificate: tuple[str, str]
 ) -> None:
     server = SmtpStandIn(security="tls", certificate=certificate, username="hub", password="s3cret")
     await server.start()
     try:
-        hub = await start_hub(tmp_path, mqtt_url, hubs, server, certificate[0], security="tls")
+        hub = await start_hub(
+            tmp_path, mqtt_url, hub_factory, server, certificate[0], security="tls"
+        )
         hub.notifier.notify("Hello over TLS", "TLS", ["alice"])  # type: ignore[union-attr]
         [mail] = await server.wait_for(1)
         assert mail.tls
@@ -179,11 +167,11 @@ async def test_implicit_tls_works_too(
 
 
 async def test_a_device_going_offline_sends_the_admin_an_email(
-    tmp_path: Path, mqtt_url: str, hubs: list[Hub], smtp: SmtpStandIn,
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory, smtp: SmtpStandIn,
     certificate: tuple[str, str],
 ) -> None:  # fmt: skip
     extra = "notifications:\n  events:\n    device_offline: {after: 0.3s}\n"
-    hub = await start_hub(tmp_path, mqtt_url, hubs, smtp, certificate[0], extra=extra)
+    hub = await start_hub(tmp_path, mqtt_url, hub_factory, smtp, certificate[0], extra=extra)
     prefix = hub.config.hub.device_topic
     with MqttProbe(mqtt_url) as probe:
         probe.publish(
@@ -203,11 +191,11 @@ async def test_a_device_going_offline_sends_the_admin_an_email(
 
 
 async def test_dedupe_and_rate_limit_hold_back_mails(
-    tmp_path: Path, mqtt_url: str, hubs: list[Hub], smtp: SmtpStandIn,
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory, smtp: SmtpStandIn,
     certificate: tuple[str, str],
 ) -> None:  # fmt: skip
     extra = "notifications:\n  rate_limit: {burst: 2, refill: 1h}\n"
-    hub = await start_hub(tmp_path, mqtt_url, hubs, smtp, certificate[0], extra=extra)
+    hub = await start_hub(tmp_path, mqtt_url, hub_factory, smtp, certificate[0], extra=extra)
     notifier = hub.notifier
     assert notifier is not None
     start = time.time()
@@ -228,10 +216,10 @@ async def test_dedupe_and_rate_limit_hold_back_mails(
 
 
 async def test_quiet_hours_hold_mail_until_morning_but_urgent_breaks_through(
-    tmp_path: Path, mqtt_url: str, hubs: list[Hub], smtp: SmtpStandIn,
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory, smtp: SmtpStandIn,
     certificate: tuple[str, str],
 ) -> None:  # fmt: skip
-    hub = await start_hub(tmp_path, mqtt_url, hubs, smtp, certificate[0])
+    hub = await start_hub(tmp_path, mqtt_url, hub_factory, smtp, certificate[0])
     notifier = hub.notifier
     assert notifier is not None
     night = float(calendar.timegm((2026, 12, 7, 23, 15, 0, 0, 0, 0)))
@@ -251,12 +239,12 @@ async def test_quiet_hours_hold_mail_until_morning_but_urgent_breaks_through(
 
 
 async def test_a_refused_login_marks_the_plugin_unhealthy_records_the_failure_and_recovers(
-    tmp_path: Path, mqtt_url: str, hubs: list[Hub], smtp: SmtpStandIn,
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory, smtp: SmtpStandIn,
     certificate: tuple[str, str],
 ) -> None:  # fmt: skip
     extra = "notifications:\n  retries: 1\n  retry_delay: 100ms\n"
     hub = await start_hub(
-        tmp_path, mqtt_url, hubs, smtp, certificate[0], password="wrong", extra=extra,
+        tmp_path, mqtt_url, hub_factory, smtp, certificate[0], password="wrong", extra=extra,
         wait_healthy=False,
     )  # fmt: skip
     await eventually(lambda: health(hub)["state"] == "degraded", 5, str(health(hub)))
@@ -288,7 +276,7 @@ async def test_a_refused_login_marks_the_plugin_unhealthy_records_the_failure_an
 
 
 async def test_an_unreachable_server_is_reported_and_the_hub_carries_on(
-    tmp_path: Path, mqtt_url: str, hubs: list[Hub], certificate: tuple[str, str]
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory, certificate: tuple[str, str]
 ) -> None:
     server = SmtpStandIn(
         security="starttls", certificate=certificate, username="hub", password="s3cret"
@@ -296,7 +284,7 @@ async def test_an_unreachable_server_is_reported_and_the_hub_carries_on(
     await server.start()
     await server.stop()  # its port is free now: nobody answers there
     hub = await start_hub(
-        tmp_path, mqtt_url, hubs, server, certificate[0], wait_healthy=False,
+        tmp_path, mqtt_url, hub_factory, server, certificate[0], wait_healthy=False,
         extra="notifications:\n  retries: 0\n",
     )  # fmt: skip
     await eventually(lambda: health(hub)["state"] == "degraded", 5, str(health(hub)))
@@ -305,11 +293,11 @@ async def test_an_unreachable_server_is_reported_and_the_hub_carries_on(
 
 
 async def test_header_and_html_injection_is_neutralised(
-    tmp_path: Path, mqtt_url: str, hubs: list[Hub], smtp: SmtpStandIn,
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory, smtp: SmtpStandIn,
     certificate: tuple[str, str],
 ) -> None:  # fmt: skip
     extra = "notifications:\n  retries: 0\n"
-    hub = await start_hub(tmp_path, mqtt_url, hubs, smtp, certificate[0], extra=extra)
+    hub = await start_hub(tmp_path, mqtt_url, hub_factory, smtp, certificate[0], extra=extra)
     notifier = hub.notifier
     assert notifier is not None
     notifier.notify(
