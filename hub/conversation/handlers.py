@@ -494,40 +494,24 @@ async def _set_temperature(turn: Turn) -> Reply:
     return await _command(turn, found, "set_temperature", {"temperature": float(degrees)}, done)
 
 
-async def _open(turn: Turn) -> Reply:
-    found = _target(turn, _kinds(EntityKind.COVER))
-    if isinstance(found, Reply):
-        return found
-    return await _command(
-        turn, found, "open", {}, turn._("Opening {name}."), undo=(N_("Close"), "close")
-    )
+def _reversible(
+    kind: EntityKind, action: str, done: str, undo_label: str, undo_action: str
+) -> Callable[[Turn], Awaitable[Reply]]:
+    """A handler commanding one kind of entity, with a button doing the opposite."""
+
+    async def handle(turn: Turn) -> Reply:
+        found = _target(turn, _kinds(kind))
+        if isinstance(found, Reply):
+            return found
+        return await _command(turn, found, action, {}, turn._(done), undo=(undo_label, undo_action))
+
+    return handle
 
 
-async def _close(turn: Turn) -> Reply:
-    found = _target(turn, _kinds(EntityKind.COVER))
-    if isinstance(found, Reply):
-        return found
-    return await _command(
-        turn, found, "close", {}, turn._("Closing {name}."), undo=(N_("Open"), "open")
-    )
-
-
-async def _lock(turn: Turn) -> Reply:
-    found = _target(turn, _kinds(EntityKind.LOCK))
-    if isinstance(found, Reply):
-        return found
-    return await _command(
-        turn, found, "lock", {}, turn._("Locked {name}."), undo=(N_("Unlock"), "unlock")
-    )
-
-
-async def _unlock(turn: Turn) -> Reply:
-    found = _target(turn, _kinds(EntityKind.LOCK))
-    if isinstance(found, Reply):
-        return found
-    return await _command(
-        turn, found, "unlock", {}, turn._("Unlocked {name}."), undo=(N_("Lock"), "lock")
-    )
+_open = _reversible(EntityKind.COVER, "open", N_("Opening {name}."), N_("Close"), "close")
+_close = _reversible(EntityKind.COVER, "close", N_("Closing {name}."), N_("Open"), "open")
+_lock = _reversible(EntityKind.LOCK, "lock", N_("Locked {name}."), N_("Unlock"), "unlock")
+_unlock = _reversible(EntityKind.LOCK, "unlock", N_("Unlocked {name}."), N_("Lock"), "lock")
 
 
 # ----- scenes -------------------------------------------------------------------------------
@@ -793,7 +777,7 @@ async def _why(turn: Turn) -> Reply:
         text,
         title=name,
         fields=tuple(fields),
-        data={"entity_id": entity_id, "chain": [node.to_dict() for node in chain][:1]},
+        data={"entity_id": entity_id, "chain": [chain[0].to_dict()]},
     )
 
 
