@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import hubtest
 from hubtest import eventually
 from mqttprobe import MqttProbe, Payload
 
@@ -38,24 +39,9 @@ def write_config(tmp_path: Path, mqtt_url: str, firmware: str, *, name: str = "h
 
     ``firmware`` is YAML indented for the adapter section (4 spaces).
     """
-    suffix = uuid.uuid4().hex[:8]
-    path = tmp_path / name
-    path.write_text(
-        "hub:\n"
-        f"  base_topic: t{suffix}/hub\n"
-        f"  device_topic: t{suffix}/home\n"
-        "  command_timeout: 3s\n"
-        "mqtt:\n"
-        f"  url: {mqtt_url}\n"
-        f"  client_id: hub-test-{suffix}\n"
-        "database:\n"
-        f"  url: sqlite+aiosqlite:///{tmp_path / 'hub.db'}\n"
-        "  flush_interval: 0.2s\n"
-        "adapters:\n"
-        "  firmware:\n"
-        f"{firmware}"
+    return hubtest.write_config(
+        tmp_path, mqtt_url, f"adapters:\n  firmware:\n{firmware}", name=name
     )
-    return path
 
 
 async def publish(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
+import hubtest
 from hubtest import eventually
 from mqttprobe import MqttProbe
 
@@ -22,24 +22,9 @@ def fixture(name: str) -> dict[str, Any]:
 
 def write_config(tmp_path: Path, mqtt_url: str, settings: str = "") -> Path:
     """Write a hub.yaml enabling the ha_discovery adapter (private hub topics per test)."""
-    suffix = uuid.uuid4().hex[:8]
-    path = tmp_path / "hub.yaml"
-    path.write_text(
-        "hub:\n"
-        f"  base_topic: t{suffix}/hub\n"
-        f"  device_topic: t{suffix}/home\n"
-        "  command_timeout: 3s\n"
-        "mqtt:\n"
-        f"  url: {mqtt_url}\n"
-        f"  client_id: hub-test-{suffix}\n"
-        "database:\n"
-        f"  url: sqlite+aiosqlite:///{tmp_path / 'hub.db'}\n"
-        "  flush_interval: 0.2s\n"
-        "adapters:\n"
-        "  ha_discovery:\n"
-        f"    enabled: true\n{settings}"
+    return hubtest.write_config(
+        tmp_path, mqtt_url, f"adapters:\n  ha_discovery:\n    enabled: true\n{settings}"
     )
-    return path
 
 
 def encode(payload: Any) -> str | bytes:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
+import hubtest
 from hubtest import eventually
 from mqttprobe import MqttProbe
 
@@ -23,24 +23,9 @@ def fixture(name: str) -> Any:
 
 def write_config(tmp_path: Path, mqtt_url: str, settings: str = "") -> Path:
     """A hub.yaml enabling the homie adapter, with private hub topics."""
-    suffix = uuid.uuid4().hex[:8]
-    path = tmp_path / "hub.yaml"
-    path.write_text(
-        "hub:\n"
-        f"  base_topic: t{suffix}/hub\n"
-        f"  device_topic: t{suffix}/home\n"
-        "  command_timeout: 3s\n"
-        "mqtt:\n"
-        f"  url: {mqtt_url}\n"
-        f"  client_id: hub-test-{suffix}\n"
-        "database:\n"
-        f"  url: sqlite+aiosqlite:///{tmp_path / 'hub.db'}\n"
-        "  flush_interval: 0.2s\n"
-        "adapters:\n"
-        "  homie:\n"
-        f"    enabled: true\n{settings}"
+    return hubtest.write_config(
+        tmp_path, mqtt_url, f"adapters:\n  homie:\n    enabled: true\n{settings}"
     )
-    return path
 
 
 class HomieDevice:
