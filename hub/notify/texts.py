@@ -8,7 +8,7 @@ falls back to English.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from hub.conversation.i18n import gettext_for
@@ -39,13 +39,6 @@ TEXTS: dict[str, tuple[str, str]] = {
     ),
 }
 
-Translator = Callable[[str], str]  # message id -> translated text
-
-
-def _translator(language: str) -> Translator:
-    """The command layer's gettext for ``language``: one catalog for every text people read."""
-    return gettext_for(language)
-
 
 class _SafeFields(dict[str, Any]):
     """Format fields: a missing one prints as "?" instead of raising."""
@@ -59,7 +52,7 @@ def render(text_id: str, language: str, params: Mapping[str, Any]) -> tuple[str,
     title, text = TEXTS[text_id]
     if language != "en":
         try:
-            translate = _translator(language)
+            translate = gettext_for(language)  # the command layer's catalog: one for all texts
             title, text = translate(title), translate(text)
         except Exception:  # a broken catalog must not stop a notification
             _LOGGER.exception("translating notification %r into %r failed", text_id, language)
