@@ -133,6 +133,11 @@ class _ZDevice:
     own_available: bool | None = None  # the device's availability topic; None: never said
     reported: bool | None = None  # what the hub was last told
     links: list[dict[str, Any]] = field(default_factory=list)
+    #: Hub entity id by entity key, built once per device description (it brings the maps).
+    entity_ids: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.entity_ids = {key: f"{self.ieee}.{key}" for key in self.maps}
 
     def entities(self) -> list[Entity]:
         """The hub entities of this device."""
@@ -172,8 +177,6 @@ class Zigbee2Mqtt(Plugin):
         self._devices: dict[str, _ZDevice] = {}
         self._by_state: dict[str, _ZDevice] = {}
         self._by_availability: dict[str, _ZDevice] = {}
-        # ieee -> (the maps they were made from, hub entity id by entity key)
-        self._entity_ids: dict[str, tuple[dict[str, EntityMap], dict[str, str]]] = {}
         # Device messages that came before the first device list (retained ones arrive in no
         # particular order), replayed once the list says whose they are.
         self._early: dict[str, bytes] = {}
@@ -428,8 +431,6 @@ class Zigbee2Mqtt(Plugin):
                 parsed.setdefault(old.ieee, old)
             removed = []
         self._devices = parsed
-        for ieee in [i for i in self._entity_ids if i not in parsed]:
-            del self._entity_ids[ieee]  # gone from the network: forget its ids too
         self._update_topics()
         for z in removed:
             ctx.remove_device(z.ieee)
@@ -544,11 +545,7 @@ class Zigbee2Mqtt(Plugin):
         if not isinstance(data, dict):
             ctx.reject(topic, "a device state must be a JSON object", kind="wrong_type")
             return
-        ids = self._entity_ids.get(z.ieee)
-        if ids is None or ids[0] is not z.maps:
-            # Built once per device description (a new one brings new maps).
-            ids = self._entity_ids[z.ieee] = (z.maps, {key: f"{z.ieee}.{key}" for key in z.maps})
-        entity_ids = ids[1]
+        entity_ids = z.entity_ids
         state = ctx.state
         has_state = {key: state(entity_id) is not None for key, entity_id in entity_ids.items()}
         try:
