@@ -102,6 +102,8 @@ class DiscordBot:
         self.context = context
         self.settings = settings
         self.buttons = ButtonCommands()
+        # Discord role id or name (case-folded) -> hub role, from the settings (frozen).
+        self._roles = {key.casefold(): role for key, role in settings.roles.items()}
         options: dict[str, Any] = {
             "intents": discord.Intents.default(),  # no privileged intent is needed
             # Replies echo what people typed: never let that ping @everyone or a role.
@@ -150,12 +152,12 @@ class DiscordBot:
 
     def mapped_role(self, user: User) -> Role | None:
         """The highest hub role a member's Discord roles map to (None: no mapped role)."""
-        if not self.settings.roles or not isinstance(user, discord.Member):
+        roles = self._roles
+        if not roles or not isinstance(user, discord.Member):
             return None
-        by_key = {key.casefold(): role for key, role in self.settings.roles.items()}
         found: Role | None = None
         for discord_role in user.roles:
-            role = by_key.get(str(discord_role.id)) or by_key.get(discord_role.name.casefold())
+            role = roles.get(str(discord_role.id)) or roles.get(discord_role.name.casefold())
             if role is not None and (found is None or _ROLE_RANK[role] > _ROLE_RANK[found]):
                 found = role
         return found
