@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import html
 import re
 import ssl
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import aiosmtplib
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -106,7 +107,7 @@ def build_message(delivery: Delivery, settings: EmailSettings) -> EmailMessage:
     )
     message["From"] = sender
     message["To"] = Address(addr_spec=to)
-    message["Date"] = format_datetime(_now())
+    message["Date"] = format_datetime(dt.datetime.now(dt.UTC))
     message["Message-ID"] = make_msgid(domain=settings.from_address.rsplit("@", 1)[1])
     message["X-Hub-Delivery"] = header_text(delivery.id, 100)
     if delivery.urgent:
@@ -143,12 +144,6 @@ def _html(delivery: Delivery, title: str) -> str:
         f'<h2 style="color:{colour}">{html.escape(title)}</h2>{paragraphs}{actions}'
         "</body></html>\n"
     )
-
-
-def _now() -> Any:
-    import datetime as dt
-
-    return dt.datetime.now(dt.UTC)
 
 
 class EmailFrontend(Plugin):
