@@ -554,6 +554,7 @@ class CommandRouter:
                         pending.entity.id,
                         reason,
                         pending.context,
+                        cancelled=True,
                     )
                 )
                 if not pending.future.done():

@@ -160,6 +160,8 @@ class CommandFailed(Event):
     entity_id: str
     reason: str
     context: Context
+    # The hub cancelled it (shutting down): nobody's command went wrong.
+    cancelled: bool = False
 
     def payload(self) -> dict[str, Any]:
         return {

@@ -278,7 +278,7 @@ class NotificationRouter:
     def _on_command_failed(self, event: CommandFailed) -> None:
         try:
             route = self.settings.route("command_failed")
-            if route is None or event.reason == "the hub is shutting down":
+            if route is None or event.cancelled:
                 return
             # Only commands a person or a rule asked for: a plug-in's own housekeeping or an
             # MQTT script failing is not news for people.
