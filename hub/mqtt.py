@@ -331,7 +331,8 @@ class MqttLink:
     # ----- hooks -----------------------------------------------------------------------------
 
     def on_connect(self, hook: Callable[[], None]) -> Unsubscribe:
-        """Run ``hook`` after every (re)connect, once subscriptions are renewed."""
+        """Run ``hook`` after every (re)connect, once subscriptions are renewed and the messages
+        kept while the broker was away have been handed back to the broker."""
         self._on_connect_hooks.append(hook)
         return lambda: self._on_connect_hooks.remove(hook)
 
@@ -353,11 +354,23 @@ class MqttLink:
         for topic_filter, qos in list(self._subscribed.items()):
             client.subscribe(topic_filter, qos=qos)
         self._resolve_connack("")
+        # paho re-sends the messages it kept while the broker was away only after this callback
+        # returns; hooks (the command router's resend of each entity's newest command) must come
+        # after that backlog, or the backlog's older commands would overwrite what they send.
+        if self._loop is not None:
+            self._loop.call_soon(self._run_connect_hooks)
+        else:
+            self._run_connect_hooks()
+
+    def _run_connect_hooks(self) -> None:
+        if not self._connected:
+            return
         for hook in tuple(self._on_connect_hooks):
             try:
                 hook()
             except Exception:
                 _LOGGER.exception("on-connect hook %r failed", hook)
+        self._ensure_writer()
 
     def _resolve_connack(self, reason: str) -> None:
         future = self._connack
