@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.storage import schema
-from hub.storage.store import _DB_ERRORS, Storage, _chunks, _reason
+from hub.storage.store import _DB_ERRORS, Storage, _chunks, _reason, execute_in_chunks
 
 TIMER_KINDS = frozenset({"for", "delay", "wait", "schedule"})
 HISTORY_KINDS = frozenset({"state", "mqtt", "device", "command", "event", "webhook"})
@@ -260,7 +260,7 @@ class RuleStore:
             if salvage:
                 refused.extend(await _one_by_one(conn, stmt, rows))
             else:
-                await conn.execute(stmt, rows)
+                await execute_in_chunks(conn, stmt, rows)
         if batch.traces:
             # One DELETE per (rule, outcome) that got a trace, keeping the newest few.
             pairs = {(t.rule_id, t.outcome) for t in batch.traces.values()}

@@ -238,6 +238,20 @@ def _chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[st
         yield items[start : start + size]
 
 
+# Rows per executemany in a flush. SQLAlchemy binds rows (JSON included) in the event-loop
+# thread; a whole flush at once (hundreds of states and history rows) stalled ingest for tens
+# of milliseconds, so the flush yields to the loop between chunks of this size.
+_WRITE_CHUNK = 100
+
+
+async def execute_in_chunks(conn: AsyncConnection, statement: Any, rows: list[Any]) -> None:
+    """Execute ``statement`` for ``rows`` (executemany), yielding to the loop between chunks."""
+    for start in range(0, len(rows), _WRITE_CHUNK):
+        if start:
+            await asyncio.sleep(0)
+        await conn.execute(statement, rows[start : start + _WRITE_CHUNK])
+
+
 class Storage:
     """Keeps the registry, the latest state of each entity and the audit log in a database.
 
@@ -805,9 +819,9 @@ class Storage:
                     await self._write_device(conn, device, entities)
                 state_rows = await self._known_entities(conn, state_rows)
                 if state_rows:
-                    await conn.execute(state_upsert, state_rows)
+                    await execute_in_chunks(conn, state_upsert, state_rows)
                 if audit_rows:
-                    await conn.execute(audit_insert, audit_rows)
+                    await execute_in_chunks(conn, audit_insert, audit_rows)
                 for batch in extra:
                     await batch.write(conn)
         except _DB_ERRORS as exc:

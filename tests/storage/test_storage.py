@@ -396,6 +396,23 @@ async def test_batched_states_keep_only_the_latest_per_entity(
     assert await raw(storage_url, "SELECT count(*) FROM states") == [(2,)]
 
 
+async def test_a_flush_larger_than_one_write_chunk_stores_every_state(
+    storage: Storage, storage_url: str
+) -> None:
+    # A flush writes in chunks (yielding to the event loop between them); none may be lost.
+    keys = [f"sensor{n}" for n in range(450)]
+    device, entities = plug("meter", keys=keys)
+    await storage.save_device(device, entities)
+    for n, key in enumerate(keys):
+        storage.queue_state(state(f"meter.{key}", float(n), PERSON, at=n))
+    await storage.flush()
+    [(_, _, states)] = await storage.device_rows()
+    assert len(states) == 450
+    assert states["meter.sensor0"].value == 0.0
+    assert states["meter.sensor449"].value == 449.0
+    assert await raw(storage_url, "SELECT count(*) FROM states") == [(450,)]
+
+
 async def test_state_of_an_unsaved_entity_does_not_block_the_others(
     storage: Storage, caplog: pytest.LogCaptureFixture
 ) -> None:
