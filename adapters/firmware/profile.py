@@ -11,6 +11,7 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +29,21 @@ from adapters.firmware.templates import (
 from adapters.firmware.transforms import Transform, compile_transform
 from hub.api import ConfigIssue, EntityKind, SourceDoc, SourceError, load_yaml, validate_model
 
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "firmware-bridges"
+
+def _bundled_dir() -> Path:
+    """Where the bundled profiles (and the MySensors reference node) are.
+
+    People edit them in the checkout's top-level ``firmware-bridges/``; a wheel carries that
+    folder inside this package (pyproject.toml's force-include), where the checkout's folder
+    is not. An editable install or a checkout on ``PYTHONPATH`` has no packaged copy.
+    """
+    packaged = resources.files("adapters.firmware").joinpath("firmware-bridges")
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "firmware-bridges"
+
+
+BUNDLED_DIR = _bundled_dir()
 BUNDLED = ("tasmota", "shelly-gen2", "esphome", "generic-json")
 
 #: Hub actions a command set may define.
