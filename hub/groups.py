@@ -18,7 +18,14 @@ from typing import Any
 
 from hub.bus import EventBus
 from hub.events import GroupStateChanged, StateChanged
-from hub.model import Context, GroupSummary, Registry
+from hub.model import Context, GroupSummary, Origin, Registry, State
+
+# The cause a group's state carries when rule expressions read it (the chain to the member
+# change behind it is on the GroupStateChanged event, which triggers use).
+_GROUP_CONTEXT = Context(Origin.HUB, "groups")
+
+
+_NOT_PINNED: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +83,51 @@ class GroupStates:
         if current is not None and group_id not in self._dirty:
             return current.summary.state
         return self._registry.group_state(group_id)
+
+    def summary(self, group_id: str) -> GroupSummary | None:
+        """The group's value and member counts now (None: no such group).
+
+        "Now" as :meth:`value` says it: a member change of this loop turn counts already,
+        before its GroupStateChanged is published at the end of the turn.
+        """
+        current = self._current.get(group_id)
+        if current is not None and group_id not in self._dirty:
+            return current.summary
+        pinned = self._pinned.get(group_id, _NOT_PINNED)
+        if group_id not in self._registry.groups:
+            return None if pinned is _NOT_PINNED else GroupSummary(pinned, 0, 0, 0)
+        summary = self._registry.group_summary(group_id)
+        if pinned is not _NOT_PINNED:
+            summary = GroupSummary(pinned, summary.members, summary.on, summary.known)
+        return summary
+
+    def state(self, group_id: str, entity_id: str | None = None) -> State | None:
+        """The group's aggregated state as a :class:`State` named ``entity_id`` (default
+        ``group:<id>``), for rule expressions: the value, ``last_changed``, and ``aggregate``,
+        ``members``, ``on`` and ``known`` as attributes. None: no such group."""
+        summary = self.summary(group_id)
+        if summary is None:
+            return None
+        group = self._registry.groups.get(group_id)
+        current = self._current.get(group_id)
+        if current is not None and current.summary.state == summary.state:
+            changed = current.last_changed
+        else:
+            # Changed in this loop turn (not yet published): when the member changed.
+            changed = self._stamps.get(group_id, time.time())
+        return State(
+            entity_id=entity_id or f"group:{group_id}",
+            value=summary.state,
+            attributes={
+                "aggregate": group.aggregate.value if group is not None else None,
+                "members": summary.members,
+                "on": summary.on,
+                "known": summary.known,
+            },
+            last_changed=changed,
+            last_updated=changed,
+            context=_GROUP_CONTEXT,
+        )
 
     def pin(
         self,

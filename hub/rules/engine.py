@@ -957,6 +957,16 @@ class RuleEngine:
                 return self.hub.groups.value(group)
         return _value(state, attribute)
 
+    def subject_state(self, subject: str) -> State | None:
+        """The state an expression reads for ``subject``: an entity's, or for a group
+        (``group:<id>`` or a bare id, as in triggers) its aggregated state."""
+        state = self.hub.registry.states.get(subject)
+        if state is None:
+            group = group_of(subject)
+            if group is not None:
+                return self.hub.groups.state(group, subject)
+        return state
+
     def last_changed(self, entity_id: str) -> float | None:
         """When an entity's (or a group's) value last changed; None when unknown."""
         state = self.hub.registry.states.get(entity_id)
@@ -1172,11 +1182,11 @@ class RuleEngine:
             if not done.done():
                 done.set_result(data)
 
-        undo_expr: Callable[[], None] | None = None
+        undo_expr: list[Callable[[], None]] = []
         if action.expression is not None:
             expression = self.expression(action.expression)
 
-            def check(_: StateChanged | None = None) -> None:
+            def check(_: StateChanged | GroupStateChanged | None = None) -> None:
                 try:
                     if expression.evaluate(run.scope):
                         resolve({"platform": "expression", "expression": action.expression})
@@ -1184,9 +1194,10 @@ class RuleEngine:
                     _LOGGER.warning("rule %s: wait expression failed: %s", run.rule.id, exc)
 
             check()
-            undo_expr = self.hub.bus.subscribe(
-                StateChanged, check, owner=f"rules/{run.rule.id}/wait"
-            )
+            # Group values move on their own events (and a rule test's pinned group only so).
+            owner = f"rules/{run.rule.id}/wait"
+            undo_expr.append(self.hub.bus.subscribe(StateChanged, check, owner=owner))
+            undo_expr.append(self.hub.bus.subscribe(GroupStateChanged, check, owner=owner))
         for index, trigger in enumerate(action.triggers):
             watch = make_watch(self, trigger, index, f"{run.rule.id}/wait", resolve, durable=False)
             watch.arm()
@@ -1213,8 +1224,8 @@ class RuleEngine:
                 handle.cancel()
             for watch in watches:
                 watch.disarm()
-            if undo_expr is not None:
-                undo_expr()
+            for undo in undo_expr:
+                undo()
             if self.store is not None and not self._stopping:
                 run.durable_ids.discard(timer_id)
                 self.forget_timer(timer_id)
@@ -1355,7 +1366,7 @@ class _StaticScope:
         self.variables = variables
 
     def state(self, entity_id: str) -> State | None:
-        return self._engine.hub.registry.states.get(entity_id)
+        return self._engine.subject_state(entity_id)
 
     def now(self) -> Any:
         return self._engine.clock.local_now()

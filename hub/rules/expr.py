@@ -103,7 +103,8 @@ class Scope(Protocol):
     """What an expression can see: entity states, the clock and the run's variables."""
 
     def state(self, entity_id: str) -> State | None:
-        """Return the entity's current state, or None if it is unknown."""
+        """Return the entity's current state, or None if it is unknown; for a group
+        (``group:<id>`` or a bare id) its aggregated state, as group triggers see it."""
         ...
 
     def now(self) -> datetime:

@@ -104,8 +104,8 @@ class RunScope:
         self.variables = variables
 
     def state(self, entity_id: str) -> State | None:
-        """The entity's current state."""
-        return self._engine.hub.registry.states.get(entity_id)
+        """The entity's current state (a group's aggregated state for a group id)."""
+        return self._engine.subject_state(entity_id)
 
     def now(self) -> datetime:
         """Local time on the engine's clock."""

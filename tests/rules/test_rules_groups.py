@@ -298,6 +298,92 @@ async def test_group_index_reaches_only_the_rules_that_name_the_group(tmp_path: 
     assert not any(h.engine.group_index.values())  # disarmed: nothing left indexed
 
 
+# --- expressions read groups --------------------------------------------------------------
+
+EXPRESSIONS = """
+- id: report
+  triggers: [{command: report}]
+  conditions:
+    - "is_state('group:downstairs', 'on') and states('upstairs') < 21"
+  actions:
+    - notify: >-
+        {{ states('group:downstairs') }} {{ states('downstairs') }}
+        {{ state_attr('group:downstairs', 'on') }}/{{ state_attr('downstairs', 'members') }}
+        {{ state_attr('upstairs', 'aggregate') }} {{ states('upstairs') }}
+        {{ now().timestamp() - last_changed('group:downstairs') }}
+        {{ states('group:nowhere') }} {{ is_state('nowhere', 'on') }}
+        {{ state_attr('group:downstairs', 'brightness') }}
+- id: wait_for_dark
+  triggers: [{command: leave}]
+  actions:
+    - wait_expr: "states('group:downstairs') == 'off'"
+      timeout: 10m
+    - notify: "dark after {{ wait.timed_out }}"
+"""
+
+
+async def test_expressions_read_a_groups_aggregate_like_triggers_do(tmp_path: Path) -> None:
+    h = harness(tmp_path, EXPRESSIONS, DOWNSTAIRS, UPSTAIRS)
+    h.given_states(
+        {
+            "hall.light": "off",
+            "kitchen.light": "off",
+            "bed.temperature": 21,
+            "bath.temperature": 20,
+        }
+    )
+    await h.start()
+    await h.command("report")
+    assert h.notifications == []  # downstairs is off: the condition holds not
+    assert h.traces("report")[-1]["outcome"] == "conditions_failed"
+    await h.advance(90)
+    await h.set("kitchen.light", "on")
+    await h.advance(30)
+    await h.command("report")
+    # The value, as group:<id> and as the bare id; the counts and the aggregate as
+    # attributes; last_changed is when the aggregate changed; unknown groups are None.
+    assert h.notifications == ["on on 1/2 average 20.5 30.0 unknown False unknown"]
+    await h.stop()
+
+
+async def test_a_wait_expr_on_a_group_resolves_when_the_group_changes(tmp_path: Path) -> None:
+    h = harness(tmp_path, EXPRESSIONS, DOWNSTAIRS, UPSTAIRS)
+    h.given_states({"hall.light": "on", "kitchen.light": "on"})
+    await h.start()
+    await h.command("leave")
+    await h.set("hall.light", "off")
+    assert h.notifications == []  # kitchen is still on: the group is on
+    await h.set("kitchen.light", "off")
+    assert h.notifications == ["dark after False"]
+    await h.stop()
+
+
+PINNED = """
+- id: pinned
+  triggers: [{command: go}]
+  actions:
+    - wait_expr: "is_state('downstairs', 'on')"
+      timeout: 1m
+    - notify: "{{ states('group:downstairs') }} {{ wait.timed_out }}"
+  tests:
+    - name: a group given its value directly is what expressions read
+      states: {group:downstairs: "off"}
+      events:
+        - {command: go}
+        - {state: group:downstairs, to: "on"}
+      expect:
+        notifications: [{message: "on False"}]
+"""
+
+
+async def test_rule_tests_give_expressions_the_group_value_they_set(tmp_path: Path) -> None:
+    ruleset = load_rules([write_rules(tmp_path / "rules", PINNED)])
+    results = await run_rule_tests(ruleset)
+    assert [(r.name, r.passed, r.problems) for r in results] == [
+        ("a group given its value directly is what expressions read", True, []),
+    ]
+
+
 # --- rule tests (hub rules test) ------------------------------------------------------------
 
 RULE_WITH_TESTS = """
