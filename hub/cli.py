@@ -446,13 +446,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     from hub.config import load_config
     from hub.plugins import check_plugins
     from hub.rules.loader import check_rule_files
-    from hub.scenes import load_scenes
+    from hub.scenes import load_scene_folder
     from hub.yamlsource import ConfigError, SecretResolver
 
     try:
         loaded = load_config(args.config)
         issues = check_plugins(loaded.config, loaded.source)
-        scenes, scene_issues = load_scenes(loaded.path.parent / "scenes")
+        _, scenes, scene_issues = load_scene_folder(
+            loaded.config.scenes, loaded.path.parent, loaded.source
+        )
         issues += scene_issues
         paths = loaded.config.rules.resolved_paths(loaded.path.parent)
         missing_ok = not loaded.config.rules.configured

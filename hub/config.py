@@ -63,6 +63,7 @@ __all__ = [
     "MqttSection",
     "PluginSection",
     "RulesSection",
+    "ScenesSection",
     "load_config",
     "resolve_sqlite_url",
     "validate_model",
@@ -354,6 +355,35 @@ class RulesSection(BaseModel):
         return tuple(resolved)
 
 
+class ScenesSection(BaseModel):
+    """Where the scene files live."""
+
+    model_config = _STRICT
+
+    # A folder of scene YAML, relative to hub.yaml's folder.
+    folder: NonEmpty = "scenes"
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _remember_base(self, info: ValidationInfo) -> ScenesSection:
+        base_dir = (info.context or {}).get("base_dir")
+        if isinstance(base_dir, Path):
+            self._base_dir = base_dir
+        return self
+
+    @property
+    def configured(self) -> bool:
+        """True when hub.yaml names ``folder`` (a missing default ``scenes/`` folder is fine)."""
+        return "folder" in self.model_fields_set
+
+    def resolved_folder(self, base_dir: Path | None = None) -> Path:
+        """The folder, a relative one made absolute under ``base_dir`` (default: the folder of
+        the hub.yaml this was loaded from, else the current folder)."""
+        base = base_dir if base_dir is not None else self._base_dir or Path.cwd()
+        path = Path(self.folder).expanduser()
+        return path if path.is_absolute() else base / path
+
+
 class AreaConfig(BaseModel):
     """A room or zone."""
 
@@ -451,6 +481,7 @@ class HubConfig(BaseModel):
     logging: LoggingSection = Field(default_factory=LoggingSection)
     # Validated from {} rather than built, so that it learns hub.yaml's folder from the context.
     rules: RulesSection = Field(default_factory=dict, validate_default=True)
+    scenes: ScenesSection = Field(default_factory=dict, validate_default=True)
     areas: tuple[AreaConfig, ...] = ()
     groups: tuple[GroupConfig, ...] = ()
     devices: dict[Annotated[str, AfterValidator(_device_id)], DeviceConfig] = Field(

@@ -405,7 +405,7 @@ class Hub:
 
         self.scenes = SceneService(self)
         self.scenes.load()
-        self.scenes.start()
+        await self.scenes.start()
         # --- end scenes ---
         if start_rules:
             from hub.rules.service import RulesService

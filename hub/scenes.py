@@ -1,6 +1,7 @@
 """Scenes: target states for many entities, applied together, watched, captured and reverted.
 
-Scenes are written in YAML files under ``<config dir>/scenes/``::
+Scenes are written in YAML files in the scene folder (``scenes.folder`` in hub.yaml, by
+default ``scenes/`` next to hub.yaml)::
 
     - id: movie
       name: Movie night
@@ -14,6 +15,9 @@ Each entity's target becomes hub commands in that entity's own dialect; all enti
 commanded at once and one failure does not stop the others. Over MQTT a scene is applied
 with ``<base>/scenes/<id>/apply``, reverted with ``<base>/scenes/<id>/revert``, and reports
 ``{"active": bool}`` retained on ``<base>/scenes/<id>/state``.
+
+What the entities were before a scene was applied is stored (``scene_snapshots``), so that a
+revert still works after the hub restarts; reverting removes it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import math
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +52,9 @@ from hub.model import (
 from hub.yamlsource import ConfigError, ConfigIssue, SourceDoc, load_yaml, suggest
 
 if TYPE_CHECKING:
+    from hub.config import ScenesSection
     from hub.core import Hub
+    from hub.storage.scenes import SceneSnapshot, SceneSnapshotStore
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -62,6 +68,8 @@ NUMBERS: dict[str, tuple[float, float, float]] = {
     "temperature": (4, 40, 0.05),
 }
 TARGET_KEYS = ("state", *NUMBERS, "mode")
+# The state attributes that a scene command can set again: what a revert snapshot keeps.
+RESTORABLE_ATTRIBUTES = ("brightness", "color_temp", "position", "target_temperature")
 
 
 class SceneError(LookupError):
@@ -256,13 +264,41 @@ def load_scenes(folder: Path) -> tuple[dict[str, Scene], list[ConfigIssue]]:
     return scenes, issues
 
 
+def load_scene_folder(
+    section: ScenesSection, base_dir: Path | None = None, source: SourceDoc | None = None
+) -> tuple[Path, dict[str, Scene], list[ConfigIssue]]:
+    """Load the scene folder hub.yaml names: the folder, its scenes by id and every issue.
+
+    The default ``scenes/`` may be missing (no scenes); a folder that hub.yaml names must
+    exist, and the issue then points at ``scenes.folder`` in ``source`` (hub.yaml).
+    """
+    folder = section.resolved_folder(base_dir)
+    if folder.is_dir():
+        scenes, issues = load_scenes(folder)
+        return folder, scenes, issues
+    if folder.exists():
+        message = f"the scene folder {folder} is a file, not a folder"
+    elif section.configured:
+        message = f"scene folder not found: {folder} (create it, or fix scenes.folder)"
+    else:
+        return folder, {}, []
+    if source is not None and section.configured:
+        issue = source.issue(("scenes", "folder"), message, at_value=True)
+    else:
+        issue = ConfigIssue(str(folder), 1, 1, "", message)
+    return folder, {}, [issue]
+
+
 # ----- targets and states --------------------------------------------------------------------
 
 
 def target_from_state(entity: Entity, state: State) -> dict[str, Any]:
     """The scene target that puts ``entity`` back into ``state`` (for capture and revert)."""
-    attrs = state.attributes
-    value = state.value
+    return target_from_value(entity, state.value, state.attributes)
+
+
+def target_from_value(entity: Entity, value: Any, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The scene target that puts ``entity`` back to ``value`` with attributes ``attrs``."""
     target: dict[str, Any] = {}
 
     def number(attr: str, key: str) -> None:
@@ -367,30 +403,30 @@ def state_matches(state: State | None, target: Mapping[str, Any]) -> bool:
 # ----- the service ---------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Snapshot:
-    """The states a scene's entities had before it was applied."""
-
-    states: dict[str, State] = field(default_factory=dict)
-
-
 class SceneService:
     """Loads scenes, applies and reverts them, and reports which are active over MQTT."""
 
-    def __init__(self, hub: Hub, *, folder: Path | None = None) -> None:
+    def __init__(self, hub: Hub) -> None:
         self._hub = hub
-        base_dir = hub.config_path.parent if hub.config_path is not None else Path.cwd()
-        self.folder = folder if folder is not None else base_dir / "scenes"
+        # hub.yaml's folder; None: the folder the configuration was validated for, else cwd.
+        self._base_dir = hub.config_path.parent if hub.config_path is not None else None
+        self.folder = hub.config.scenes.resolved_folder(self._base_dir)
         self.scenes: dict[str, Scene] = {}
         self.issues: list[ConfigIssue] = []
         self._by_entity: dict[str, list[str]] = {}  # entity id -> ids of scenes that set it
-        self._before: dict[str, _Snapshot] = {}
+        self._before: dict[str, SceneSnapshot] = {}
+        self._store: SceneSnapshotStore | None = None
+        # One snapshot write at a time, in the order asked: a revert's delete must not land
+        # after the save of an apply that came after it.
+        self._writes = asyncio.Lock()
         self._published: dict[str, bool] = {}
         self._undo: list[Any] = []
 
     def load(self) -> list[ConfigIssue]:
         """(Re)read the scene files; log and return the problems (bad scenes are skipped)."""
-        self.scenes, self.issues = load_scenes(self.folder)
+        self.folder, self.scenes, self.issues = load_scene_folder(
+            self._hub.config.scenes, self._base_dir, self._hub.source
+        )
         for issue in self.issues:
             _LOGGER.error("scene file problem: %s", issue)
         self._by_entity = {}
@@ -399,9 +435,27 @@ class SceneService:
                 self._by_entity.setdefault(entity_id, []).append(scene.id)
         return self.issues
 
-    def start(self) -> None:
-        """Listen to MQTT and to state changes of the scenes' entities; publish each state."""
+    async def start(self) -> None:
+        """Load the stored revert snapshots; listen to MQTT and to the scenes' entities."""
         hub = self._hub
+        if hub.storage is not None:
+            from hub.storage import StorageError
+            from hub.storage.scenes import SceneSnapshotStore
+
+            self._store = SceneSnapshotStore(hub.storage)
+            try:
+                self._before = await self._store.load()
+            except StorageError as exc:
+                # Scenes still apply; only reverts of scenes applied before the start are lost.
+                _LOGGER.error("scene revert snapshots not loaded: %s", exc)
+            for scene_id in self._before:
+                if scene_id not in self.scenes:
+                    _LOGGER.warning(
+                        "a revert snapshot of scene %r is stored, but no scene file in %s "
+                        "defines it; it is kept until the scene is back and reverted",
+                        scene_id,
+                        self.folder,
+                    )
         self._undo.append(hub.bus.subscribe(StateChanged, self._on_state, owner="scenes"))
         if hub.mqtt is not None:
             base = hub.base_topic
@@ -425,42 +479,114 @@ class SceneService:
             raise SceneError(f"unknown scene {name!r}{suggest(name, self.scenes)}")
         return scene
 
+    def snapshot(self, name: str) -> SceneSnapshot | None:
+        """The states a revert of ``name`` would restore, or None when there is none."""
+        return self._before.get(name)
+
     # ----- apply / revert ----------------------------------------------------------------------
 
     async def apply(self, name: str, *, context: Context) -> dict[str, Any]:
-        """Command every entity of the scene at once; return each entity's outcome."""
+        """Command every entity of the scene at once; return each entity's outcome.
+
+        The states before it are stored (for a revert after a restart) while the commands
+        run; apply returns once both are done.
+        """
         scene = self.get(name)
-        registry = self._hub.registry
+        saving: asyncio.Task[None] | None = None
         if name not in self._before or not self.is_active(name):
             # Applying an active scene again must not forget the states before it.
-            self._before[name] = _Snapshot(
+            from hub.storage.scenes import SavedState, SceneSnapshot
+
+            states = self._hub.registry.states
+            snapshot = SceneSnapshot(
+                scene.id,
+                time.time(),
                 {
-                    entity_id: state
+                    entity_id: SavedState(
+                        state.value,
+                        {
+                            key: state.attributes[key]
+                            for key in RESTORABLE_ATTRIBUTES
+                            if key in state.attributes
+                        },
+                    )
                     for entity_id in scene.entities
-                    if (state := registry.states.get(entity_id)) is not None
-                }
+                    if (state := states.get(entity_id)) is not None
+                },
             )
-        return await self._run(
-            scene.id, scene.entities, scene.transition, context.child(Origin.SCENE, scene.id)
-        )
+            self._before[name] = snapshot
+            if self._store is not None:
+                saving = asyncio.create_task(self._store_snapshot(snapshot))
+        try:
+            return await self._run(
+                scene.id, scene.entities, scene.transition, context.child(Origin.SCENE, scene.id)
+            )
+        finally:
+            if saving is not None:
+                await saving
+
+    async def _store_snapshot(self, snapshot: SceneSnapshot) -> None:
+        from hub.storage import StorageError
+
+        assert self._store is not None
+        try:
+            async with self._writes:
+                await self._store.save(snapshot)
+        except StorageError as exc:
+            _LOGGER.warning(
+                "scene %r: %s; it can be reverted until the hub restarts", snapshot.scene_id, exc
+            )
 
     async def revert(self, name: str, *, context: Context) -> dict[str, Any]:
-        """Put the scene's entities back into the states they had before it was applied."""
+        """Put the scene's entities back into the states they had before it was applied.
+
+        Entities of the snapshot that no longer exist are skipped, listed under ``missing``
+        and named in a warning; the others are reverted.
+        """
         scene = self.get(name)
         snapshot = self._before.get(name)
         if snapshot is None:
-            raise SceneError(f"scene {name!r} has not been applied since the hub started")
-        registry = self._hub.registry
+            raise SceneError(
+                f"scene {name!r} has not been applied since it was last reverted: "
+                "there is nothing to revert to"
+            )
+        entities = self._hub.registry.entities
         targets: dict[str, Mapping[str, Any]] = {}
-        for entity_id, state in snapshot.states.items():
-            entity = registry.entities.get(entity_id)
-            if entity is not None:
-                targets[entity_id] = target_from_state(entity, state)
+        missing: list[str] = []
+        for entity_id, saved in snapshot.states.items():
+            entity = entities.get(entity_id)
+            if entity is None:
+                missing.append(entity_id)
+            else:
+                targets[entity_id] = target_from_value(entity, saved.value, saved.attributes)
+        if missing:
+            _LOGGER.warning(
+                "scene %r revert: %d entit%s no longer exist%s and cannot be restored: %s",
+                name,
+                len(missing),
+                "y" if len(missing) == 1 else "ies",
+                "s" if len(missing) == 1 else "",
+                ", ".join(missing),
+            )
         result = await self._run(
             scene.id, targets, None, context.child(Origin.SCENE, scene.id, via="revert")
         )
-        if result["ok"]:
+        result["missing"] = missing
+        if result["ok"] and self._before.get(name) is snapshot:
             del self._before[name]
+            if self._store is not None:
+                from hub.storage import StorageError
+
+                try:
+                    async with self._writes:
+                        await self._store.remove(name)
+                except StorageError as exc:
+                    _LOGGER.warning(
+                        "scene %r reverted, but its stored snapshot stays: %s; after a restart "
+                        "a revert would restore those states again",
+                        name,
+                        exc,
+                    )
         return result
 
     async def _run(
@@ -601,7 +727,8 @@ def add_parser(sub: Any, add_config: Any, add_json: Any) -> None:
     scene = sub.add_parser(
         "scene",
         help="list, apply and capture scenes",
-        description="Scenes are YAML files under scenes/ next to hub.yaml.",
+        description="Scenes are YAML files in the scene folder: scenes.folder in hub.yaml, "
+        "by default scenes/ next to hub.yaml.",
     )
     ssub = scene.add_subparsers(dest="scene_command", metavar="ACTION", required=True)
     apply = ssub.add_parser(
@@ -613,7 +740,8 @@ def add_parser(sub: Any, add_config: Any, add_json: Any) -> None:
     revert = ssub.add_parser(
         "revert",
         help="revert a scene in the running hub",
-        description="Put a scene's entities back into their states before it was applied.",
+        description="Put a scene's entities back into their states before it was applied "
+        "(also after a restart of the hub).",
     )
     revert.add_argument("name", help="the scene id")
     listing = ssub.add_parser(
@@ -623,7 +751,7 @@ def add_parser(sub: Any, add_config: Any, add_json: Any) -> None:
     capture = ssub.add_parser(
         "capture",
         help="write a scene from the current states",
-        description="Write scenes/<NAME>.yaml from the entities' last stored states.",
+        description="Write <scene folder>/<NAME>.yaml from the entities' last stored states.",
     )
     capture.add_argument("name", help="the new scene's id")
     capture.add_argument(
@@ -631,10 +759,6 @@ def add_parser(sub: Any, add_config: Any, add_json: Any) -> None:
     )
     for parser in (apply, revert, listing, capture):
         add_config(parser)
-
-
-def _folder(config_path: Path) -> Path:
-    return config_path.parent / "scenes"
 
 
 def cmd_scene(args: argparse.Namespace) -> int:
@@ -652,7 +776,14 @@ def cmd_scene(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    scenes, issues = load_scenes(_folder(args.config))
+    from hub.cli import load_or_report
+
+    loaded = load_or_report(args.config, allow_missing=True)
+    if loaded is None:
+        return EXIT_FAILED
+    folder, scenes, issues = load_scene_folder(
+        loaded.config.scenes, loaded.path.parent, loaded.source
+    )
     for issue in issues:
         print(issue, file=sys.stderr)
     if args.json:
@@ -661,7 +792,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for scene in scenes.values():
             print(f"{scene.id:<24} {len(scene.entities):>3} entities  {scene.name}")
         if not scenes:
-            print(f"no scenes in {_folder(args.config)}")
+            print(f"no scenes in {folder}")
     return EXIT_FAILED if issues else EXIT_OK
 
 
@@ -678,8 +809,13 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     loaded = load_or_report(args.config, allow_missing=True)
     if loaded is None:
         return EXIT_FAILED
-    folder = _folder(loaded.path)
-    existing, _ = load_scenes(folder)
+    folder, existing, issues = load_scene_folder(
+        loaded.config.scenes, loaded.path.parent, loaded.source
+    )
+    if loaded.config.scenes.configured and not folder.is_dir():
+        for issue in issues:  # a folder hub.yaml names must exist: do not create a typo
+            print(issue, file=sys.stderr)
+        return EXIT_FAILED
     target = folder / f"{args.name}.yaml"
     if args.name in existing or target.exists():
         print(f"hub scene: scene {args.name!r} exists already; pick another name", file=sys.stderr)

@@ -20,7 +20,7 @@ from sqlalchemy import (
 # The newest migration in migrations/versions. Storage.start() compares the database's
 # alembic_version with this so that an up-to-date database never imports alembic; a test
 # checks it against the migration scripts' real head.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 # Stable constraint names, so that later migrations (batch mode on SQLite) can refer to them.
 NAMING_CONVENTION = {
@@ -205,4 +205,20 @@ notification_deliveries = Table(
     Column("external_id", Text, nullable=True, index=True),
     Column("attempts", Integer, nullable=False),
     Column("data", JSON, nullable=False),
+)
+
+# -- scenes (migration 0004) -------------------------------------------------------------------
+
+# What a scene's entities were before it was applied, so that `revert` works after a restart:
+# one row per (scene, entity). No foreign key to entities: an entity removed meanwhile must
+# not take the rest of the snapshot with it (revert skips it and says so).
+scene_snapshots = Table(
+    "scene_snapshots",
+    metadata,
+    Column("scene_id", ID, primary_key=True),
+    Column("entity_id", ID, primary_key=True),
+    Column("value", JSON, nullable=True),
+    # Only what a command can set again (brightness, colour temperature, position, setpoint).
+    Column("attributes", JSON, nullable=False),
+    Column("taken", Double, nullable=False),
 )
