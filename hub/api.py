@@ -32,7 +32,7 @@ from hub.conversation import (
 )
 from hub.conversation.people import normalise_address
 from hub.durations import Duration
-from hub.events import DeviceRegistered, DeviceRemoved, Event
+from hub.events import CustomEvent, DeviceRegistered, DeviceRemoved, Event
 from hub.model import (
     NUMERIC_ATTRIBUTES,
     Aggregate,
@@ -65,6 +65,7 @@ __all__ = [
     "CommandResult",
     "ConfigIssue",
     "Context",
+    "CustomEvent",
     "Delivery",
     "DeliveryResult",
     "DemoStandIn",
@@ -92,6 +93,7 @@ __all__ = [
     "SourceDoc",
     "SourceError",
     "State",
+    "check_id",
     "load_yaml",
     "normalise_address",
     "validate_model",

@@ -22,7 +22,8 @@ class InvalidValue(ValueError):
 
 def check_id(value: str, what: str = "id") -> str:
     """Return ``value`` if it is a valid object id, else raise ValueError saying why."""
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    # fullmatch: ``$`` alone would let a trailing newline through ("hall\n").
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise ValueError(
             f"invalid {what} {value!r}: use 1-64 lowercase letters, digits, '_' or '-'"
         )

@@ -74,8 +74,6 @@ _QUIET = frozenset(
         Internal.I_REGISTRATION_REQUEST,
         Internal.I_REGISTRATION_RESPONSE,
         Internal.I_SIGNAL_REPORT_RESPONSE,
-        Internal.I_PRE_SLEEP_NOTIFICATION,
-        Internal.I_POST_SLEEP_NOTIFICATION,
         Internal.I_DISCOVER_RESPONSE,
         Internal.I_LOCKED,
         Internal.I_CHILDREN,
@@ -94,6 +92,10 @@ class _Node:
     sketch_version: str | None = None
     library_version: str | None = None
     available: bool = False  # what the hub was last told
+    heard: float = 0.0  # time.monotonic() of its last valid line
+    probed: bool = False  # asked for a heartbeat since it was last heard
+    asleep: bool = False  # said it goes to sleep (smartSleep) and has not spoken since
+    sleep_s: float = 0.0  # how long it sleeps, as its last I_POST_SLEEP_NOTIFICATION said
 
     def plan_for(self, child: int, value: Value) -> EntityPlan | None:
         """The entity a child's value feeds, if it has one yet."""
@@ -124,6 +126,11 @@ class MySensors(Plugin):
         #: Lines rejected since start, by reason kind (the hub counts them too).
         self.rejected: dict[str, int] = {}
         self.lines = 0  # valid lines handled
+        # How often the silence watch looks (0: no node is watched): a quarter of the shortest
+        # limit, so a silent node goes offline at most a quarter late.
+        limits = [settings.node_timeout, *(n.timeout for n in settings.nodes.values())]
+        shortest = min((t for t in limits if t), default=0.0)
+        self._watch_tick = min(max(shortest / 4, 0.05), 30.0) if shortest else 0.0
 
     # ----- lifecycle -------------------------------------------------------------------------
 
@@ -160,9 +167,16 @@ class MySensors(Plugin):
             delay = self.settings.reopen_min
             self._set_gateway_available(True)
             self._hello()
+            watch = (
+                asyncio.get_running_loop().create_task(self._watch(), name="mysensors watch")
+                if self._watch_tick
+                else None
+            )
             try:
                 await self._lost.wait()
             finally:
+                if watch is not None:
+                    watch.cancel()
                 self._link = None
                 self._set_gateway_available(False)
                 await link.close()
@@ -294,6 +308,8 @@ class MySensors(Plugin):
         """A node spoke: it is online (``announce``: it re-presented, resend what it missed)."""
         if node.node_id == GATEWAY_NODE:
             return  # the gateway's availability is the port's
+        node.heard = time.monotonic()
+        node.probed = node.asleep = False
         if not node.available or announce:
             node.available = True
             self.context.set_available(self.device_id(node.node_id), True)
@@ -315,6 +331,54 @@ class MySensors(Plugin):
             if node_id != GATEWAY_NODE:
                 self._send(
                     message(node_id, NODE_CHILD, Command.INTERNAL, Internal.I_HEARTBEAT_REQUEST)
+                )
+
+    # ----- silence -------------------------------------------------------------------------
+
+    def silence_limit(self, node: _Node) -> float:
+        """How long ``node`` may be silent before it is offline (0: forever)."""
+        configured = self.settings.nodes.get(node.node_id)
+        limit = (
+            configured.timeout
+            if configured is not None and configured.timeout is not None
+            else self.settings.node_timeout
+        )
+        if not limit:
+            return 0.0
+        # A smartSleep node said how long it sleeps: one missed wake-up is not yet silence.
+        return max(limit, 2 * node.sleep_s)
+
+    async def _watch(self) -> None:
+        """While the port is open: probe quiet nodes, mark silent ones offline."""
+        while True:
+            await asyncio.sleep(self._watch_tick)
+            self._check_silence(time.monotonic())
+
+    def _check_silence(self, now: float) -> None:
+        for node in self._nodes.values():
+            if node.node_id == GATEWAY_NODE or not node.available:
+                continue
+            limit = self.silence_limit(node)
+            silent = now - node.heard
+            if not limit or silent < limit / 2:
+                continue
+            if silent >= limit:
+                node.available = False
+                self.context.logger.info(
+                    "node %d silent for %.0f s (limit %g s): offline until it speaks",
+                    node.node_id,
+                    silent,
+                    limit,
+                )
+                self.context.set_available(self.device_id(node.node_id), False)
+            elif not node.probed and not node.asleep:
+                # Halfway: every awake MySensors node answers I_HEARTBEAT_REQUEST in its
+                # library (core/MySensorsCore.cpp), so only a dead or sleeping one stays silent.
+                node.probed = True
+                self._send(
+                    message(
+                        node.node_id, NODE_CHILD, Command.INTERNAL, Internal.I_HEARTBEAT_REQUEST
+                    )
                 )
 
     # ----- reading ---------------------------------------------------------------------------
@@ -485,6 +549,7 @@ class MySensors(Plugin):
         kind = msg.type
         assert isinstance(kind, Internal)
         logger = self.context.logger
+        self._seen(node)  # any valid line of a node is a sign of life (not the gateway's)
         if kind is Internal.I_LOG_MESSAGE or kind is Internal.I_DEBUG:
             # A MY_DEBUG gateway prints dozens of these a second about itself; nodes' own log
             # lines are rarer and meant to be read.
@@ -501,7 +566,6 @@ class MySensors(Plugin):
                 self._gateway_version = msg.payload or None
                 self._register(node)
             return
-        self._seen(node)
         if kind is Internal.I_BATTERY_LEVEL:
             battery = parse_number(msg.payload, "I_BATTERY_LEVEL")
             if not 0 <= battery <= 100:
@@ -527,6 +591,15 @@ class MySensors(Plugin):
             self._register(node)
         elif kind is Internal.I_ID_REQUEST:
             self._assign_id()
+        elif kind is Internal.I_PRE_SLEEP_NOTIFICATION:
+            # smartSleep: it listens for the payload's milliseconds, then sleeps and hears
+            # nothing, so asking it for a heartbeat is pointless until it speaks again.
+            node.asleep = True
+        elif kind is Internal.I_POST_SLEEP_NOTIFICATION:
+            slept = parse_number(msg.payload, "I_POST_SLEEP_NOTIFICATION")
+            if slept < 0:
+                raise InvalidValue(f"a sleep time cannot be negative, got {msg.payload!r}")
+            node.sleep_s = slept / 1000  # the sleep it woke from, in ms: its usual one
         elif kind is Internal.I_HEARTBEAT_RESPONSE or kind is Internal.I_PRESENTATION:
             pass  # being heard is the point
         elif kind not in _QUIET:

@@ -2,40 +2,21 @@
 
 from __future__ import annotations
 
-import math
-import re
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)?\s*$")
+from hub.api import Duration, check_id
 
-
-def parse_seconds(value: object) -> float:
-    """A duration (``2``, ``0.5``, ``500ms``, ``30s``, ``5m``, ``1h``) in seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration like '10s', got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value.lower())):
-        seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    else:
-        raise ValueError(f"expected a duration like '10s', '5m' or '1h', got {value!r}")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"a duration must be positive, got {value!r}")
-    return seconds
-
-
-Seconds = Annotated[float, BeforeValidator(parse_seconds)]
-_ID = re.compile(r"[a-z0-9][a-z0-9_\-]{0,63}")
-
-
-def check_id(value: str, what: str) -> str:
-    """Return ``value`` if it is a valid hub id (as areas and devices use), else raise."""
-    if not _ID.fullmatch(value):
-        raise ValueError(f"invalid {what} {value!r}: use 1-64 lowercase letters, digits, _ or -")
-    return value
+#: A duration that must be positive (the port's re-open back-off).
+Seconds = Annotated[Duration, Field(gt=0)]
+#: A node's silence limit: 0 turns the watch off, at most a week.
+Silence = Annotated[Duration, Field(ge=0, le=7 * 86400)]
+#: How long a node may stay silent by default: twice the 15-minute sleep of MySensors'
+#: battery-powered example sketches and six times the reference node's 5-minute heartbeat.
+#: Awake nodes are asked for a heartbeat halfway through, so only dead (or sleeping) nodes
+#: reach it.
+DEFAULT_NODE_TIMEOUT = 1800.0
 
 
 class NodeSettings(BaseModel):
@@ -45,6 +26,9 @@ class NodeSettings(BaseModel):
 
     name: str | None = Field(default=None, min_length=1, max_length=128)
     area: str | None = None
+    #: This node's silence limit instead of ``node_timeout`` (0: never mark it offline for
+    #: being silent, e.g. a battery node that sleeps for hours).
+    timeout: Silence | None = None
 
     @field_validator("area")
     @classmethod
@@ -76,6 +60,10 @@ class Settings(BaseModel):
     #: Treat a node's ack echo of a command as its new state (for sketches that never report
     #: their actuators' state themselves); off: only a real report confirms a command.
     echo_confirms: bool = False
+    #: A node heard from nothing for this long is offline until it speaks again; halfway
+    #: through, the hub asks it for a heartbeat, which every awake MySensors node answers.
+    #: 0 turns the watch off (per node: ``nodes: {7: {timeout: 0}}``).
+    node_timeout: Silence = DEFAULT_NODE_TIMEOUT
 
     @field_validator("port")
     @classmethod

@@ -131,6 +131,7 @@ class Node:
         report_ms: int = 60000,
         heartbeat_ms: int = 300000,
         id_retry_ms: int = 5000,
+        report_on_set: bool = True,
     ) -> None:
         self.hw = hardware
         self.sketch_name = sketch_name
@@ -138,6 +139,9 @@ class Node:
         self.report_ms = report_ms
         self.heartbeat_ms = heartbeat_ms
         self.id_retry_ms = id_retry_ms
+        # False plays the many sketches that switch the relay and never say so: only the
+        # library's echo of the command tells the controller it arrived.
+        self.report_on_set = report_on_set
         stored = hardware.load_id()
         self.node_id = stored if stored is not None and 0 < stored < NO_ID else None
         self.metric = True
@@ -267,7 +271,8 @@ class Node:
             # What the MySensors library does: echo the message back, marked as the ack.
             self.send(child, C_SET, kind, payload, ack=1)
         self.hw.set_relay(payload == "1")
-        self.report_relay()
+        if self.report_on_set:
+            self.report_relay()
 
     def _on_req(self, child: int, kind: int) -> None:
         if child == RELAY_CHILD and kind == V_STATUS:

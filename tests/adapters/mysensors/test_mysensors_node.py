@@ -44,10 +44,14 @@ async def test_node_joins_reports_obeys_and_survives_an_unplug(bench: Bench, mqt
         "switch_1": (EntityKind.SWITCH, None, "Relay"),
         "temperature_2": (EntityKind.SENSOR, "°C", "Temperature"),
     }
-    # It asked for the unit system and the time; the hub answered both.
-    lines = wire.lines()
-    assert "1;255;3;0;6;M" in lines
-    assert any(line.startswith("1;255;3;0;1;") and line[12:].isdigit() for line in lines)
+    # It asked for the unit system and the time; the hub answered both (the answers are
+    # written by the link's writer task, a moment after the lines that asked were handled).
+    await eventually(lambda: "1;255;3;0;6;M" in wire.lines(), 5, "no I_CONFIG answer")
+    await eventually(
+        lambda: any(x.startswith("1;255;3;0;1;") and x[12:].isdigit() for x in wire.lines()),
+        5,
+        "no I_TIME answer",
+    )
 
     # Temperatures arrive periodically.
     await eventually(lambda: value(bench, f"{NODE}.temperature_2") == 21.5, 5)
