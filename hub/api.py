@@ -406,6 +406,29 @@ class PluginContext:
         """Add or update a device this plug-in owns."""
         return self._hub.register_device(device, entities)
 
+    def suggested_area(self, device_id: str, name: str | None) -> str | None:
+        """The area id for the area a device suggests for itself, or None to leave it be.
+
+        For what the firmware says (Home Assistant discovery's ``suggested_area``, a
+        Zigbee2MQTT device option); put the result in the Device's ``area``. None when there
+        is no suggestion, when it cannot name an area, or when hub.yaml's ``devices:`` gives
+        the device an area: the user's choice wins (it is applied on registration) and no
+        area is made for nothing. Otherwise the area of that name or id, created and stored
+        when the hub has none (hub.yaml's own areas keep their names).
+        """
+        if name is None or not name.strip():
+            return None
+        configured = self._hub.config.devices.get(device_id)
+        if configured is not None and configured.area is not None:
+            return None
+        from hub.areas import ensure_area
+
+        try:
+            return ensure_area(self._hub, name)
+        except ValueError as exc:
+            self.logger.warning("ignored the area %s suggests: %s", device_id, exc)
+            return None
+
     def remove_device(self, device_id: str) -> None:
         """Forget a device."""
         self._hub.remove_device(device_id)

@@ -526,8 +526,11 @@ class HaDiscovery(Plugin):
             identities=identities,
             native={"prefix": self.settings.prefix, "discovery_ids": dids},
         )
-        if existing is not None:
-            device.area = existing.area  # an area given in the hub is not the device's to change
+        # The firmware's suggested area places the device unless hub.yaml does (the user's
+        # choice wins); without one, the device stays where it is.
+        device.area = self.context.suggested_area(device_id, info.suggested_area)
+        if device.area is None and existing is not None:
+            device.area = existing.area
         self._ours.set(device_id, discovery_keys(info))
         # Keys renamed by a new collision: the old entity ids are gone with their states.
         for old_id in previous - {e.id for e in entities}:

@@ -5,7 +5,9 @@ Topics read (``<base>`` is the ``base_topic`` setting, Zigbee2MQTT's own base to
 ``<base>/bridge/state``            retained ``online``/``offline`` (or ``{"state": ...}``):
                                    the bridge's availability; offline makes every device
                                    reached through it unavailable too
-``<base>/bridge/info``             retained: version and coordinator of the bridge
+``<base>/bridge/info``             retained: version and coordinator of the bridge; in its
+                                   ``config``, the area each device's options suggest to
+                                   Home Assistant (``homeassistant.device.suggested_area``)
 ``<base>/bridge/devices``          retained device list: devices and entities (``exposes``)
 ``<base>/bridge/groups``           retained group list: hub groups of the members' entities
 ``<base>/bridge/response/...``     answers to ``bridge/request/...`` (matched by transaction)
@@ -102,6 +104,38 @@ def _optional_text(entry: Mapping[str, Any], name: str, limit: int = 128) -> str
     return value[:limit] or None
 
 
+def _area_option(options: Any) -> tuple[bool, str | None]:
+    """Whether device options set ``homeassistant.device.suggested_area``, and to what."""
+    ha = options.get("homeassistant") if isinstance(options, dict) else None
+    device = ha.get("device") if isinstance(ha, dict) else None
+    if not isinstance(device, dict) or "suggested_area" not in device:
+        return False, None
+    value = device["suggested_area"]
+    return True, value[:128] if isinstance(value, str) and value.strip() else None
+
+
+def _suggested_areas(config: Any) -> tuple[dict[str, str | None], str | None]:
+    """The areas Zigbee2MQTT's config (bridge/info ``config``) suggests to Home Assistant.
+
+    Zigbee2MQTT has no area of its own; its users place devices with the discovery override
+    ``homeassistant: {device: {suggested_area: ...}}`` in a device's options (or in
+    ``device_options`` for all), which it merges into every discovery payload's device block.
+    Returns the per-device values by IEEE address and the default. Shapes that do not fit
+    are no suggestion: the rest of bridge/info still counts.
+    """
+    if not isinstance(config, dict):
+        return {}, None
+    _, default = _area_option(config.get("device_options"))
+    areas: dict[str, str | None] = {}
+    devices = config.get("devices")
+    if isinstance(devices, dict):
+        for key, options in devices.items():
+            given, value = _area_option(options)
+            if given and isinstance(key, str) and IEEE_PATTERN.fullmatch(key.lower()):
+                areas[key.lower()] = value
+    return areas, default
+
+
 def _online_word(payload: bytes) -> str | None:
     """``online``/``offline`` from a plain or a JSON availability payload, else None."""
     text = payload.strip()
@@ -193,6 +227,10 @@ class Zigbee2Mqtt(Plugin):
         self._native_groups: list[_ZGroup] = []
         self._bridge_online = False
         self._bridge_info: dict[str, Any] = {}
+        # The Home Assistant area each device's options suggest (bridge/info), by IEEE address;
+        # None: explicitly none. Devices not listed take the device_options default.
+        self._areas: dict[str, str | None] = {}
+        self._default_area: str | None = None
         self._bridge_links: list[dict[str, Any]] = []
         self._outbox: list[_Send] = []
         self._flush_scheduled = False
@@ -316,6 +354,18 @@ class Zigbee2Mqtt(Plugin):
         if info != self._bridge_info:
             self._bridge_info = info
             self._register_bridge()
+        self._set_suggested_areas(_suggested_areas(data.get("config")))
+
+    def _set_suggested_areas(self, areas: tuple[dict[str, str | None], str | None]) -> None:
+        """Take the areas bridge/info's config suggests; re-register the devices they move."""
+        before = [(z, self._suggested_area(z.ieee)) for z in self._devices.values()]
+        self._areas, self._default_area = areas
+        for z, previous in before:
+            if self._suggested_area(z.ieee) != previous:
+                self.context.register_device(self._device(z), z.entities())
+
+    def _suggested_area(self, ieee: str) -> str | None:
+        return self._areas.get(ieee, self._default_area)  # a listed None stays None
 
     @property
     def coordinator_ieee(self) -> str | None:
@@ -458,6 +508,7 @@ class Zigbee2Mqtt(Plugin):
             model=z.model,
             firmware=z.firmware,
             via=self.bridge_id,
+            area=self.context.suggested_area(z.ieee, self._suggested_area(z.ieee)),
             identities={"ieee": z.ieee},
             native={
                 "base_topic": self.base,
