@@ -151,8 +151,13 @@ class Hub:
         context: Context | None = None,
         now: float | None = None,
         fresh: dict[str, Context] | None = None,
-    ) -> StateChanged:
+    ) -> StateChanged | None:
         """Store an already validated report and announce it. The ingest hot path.
+
+        A report that repeats the current value and attributes (most of a firmware's periodic
+        telemetry) only moves ``last_reported`` and returns None: no StateChanged, nothing
+        recorded, as Home Assistant separates state_reported from state_changed. A repeat that
+        confirms a command, and every button press, is still announced.
 
         ``fresh`` (one dict per device message) shares one new device Context between the
         readings of a message that change with no command behind them: one message, one cause.
@@ -170,8 +175,30 @@ class Hub:
             merged: Mapping[str, Any] = attributes
             changed = True
         else:
-            merged = {**old.attributes, **attributes} if attributes else old.attributes
             changed = old.value != value
+            merged = old.attributes
+            if attributes:
+                for key, attribute in attributes.items():
+                    if key not in merged or merged[key] != attribute:
+                        merged = {**merged, **attributes}
+                        break
+            if (
+                not changed
+                and merged is old.attributes
+                and cause is None
+                and entity.kind is not EntityKind.BUTTON
+            ):
+                states[entity_id] = make_state(
+                    entity_id,
+                    old.value,
+                    merged,
+                    old.last_changed,
+                    old.last_updated,
+                    old.context,
+                    now,
+                )
+                self.stats.reports += 1
+                return None
         if context is None:
             if cause is not None:
                 context = make_context(Origin.DEVICE, entity.device_id, cause, now)
@@ -207,8 +234,9 @@ class Hub:
         attributes: Mapping[str, Any] | None = None,
         *,
         context: Context | None = None,
-    ) -> StateChanged:
-        """Validate and store one entity's report (raises KeyError / InvalidValue)."""
+    ) -> StateChanged | None:
+        """Validate and store one entity's report (raises KeyError / InvalidValue); None when
+        it only repeated the current state."""
         entity = self.registry.entities.get(entity_id)
         if entity is None:
             raise KeyError(f"unknown entity {entity_id!r}")

@@ -243,7 +243,13 @@ def coerce_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class State:
-    """An entity's state: value, attributes, when it changed and who caused it."""
+    """An entity's state: value, attributes, when it changed and who caused it.
+
+    ``last_changed``: the value changed; ``last_updated``: the value or an attribute changed;
+    ``last_reported``: the device last reported it, changed or not (0: not since start-up).
+    A report that repeats the current state only moves ``last_reported``: it is not a state
+    change, so it is neither announced on the bus nor recorded.
+    """
 
     entity_id: str
     value: Any
@@ -251,6 +257,7 @@ class State:
     last_changed: float
     last_updated: float
     context: Context
+    last_reported: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready form."""
@@ -260,6 +267,7 @@ class State:
             "attributes": dict(self.attributes),
             "last_changed": self.last_changed,
             "last_updated": self.last_updated,
+            "last_reported": max(self.last_reported, self.last_updated),
             "context": self.context.to_dict(),
         }
 
@@ -287,7 +295,15 @@ def make_context(origin: Origin, source: str, parent: Context | None, now: float
 
 _STATE_SETTERS = tuple(
     State.__dict__[name].__set__
-    for name in ("entity_id", "value", "attributes", "last_changed", "last_updated", "context")
+    for name in (
+        "entity_id",
+        "value",
+        "attributes",
+        "last_changed",
+        "last_updated",
+        "context",
+        "last_reported",
+    )
 )
 
 
@@ -298,17 +314,29 @@ def make_state(
     last_changed: float,
     last_updated: float,
     context: Context,
+    last_reported: float | None = None,
 ) -> State:
     """Return ``State(...)`` built through its slots, without the frozen dataclass __init__'s
-    ``object.__setattr__`` per field: the ingest hot path builds one per reading."""
+    ``object.__setattr__`` per field: the ingest hot path builds one per reading.
+
+    ``last_reported`` defaults to ``last_updated``."""
     state: State = _new_object(State)
-    set_id, set_value, set_attributes, set_changed, set_updated, set_context = _STATE_SETTERS
+    (
+        set_id,
+        set_value,
+        set_attributes,
+        set_changed,
+        set_updated,
+        set_context,
+        set_reported,
+    ) = _STATE_SETTERS
     set_id(state, entity_id)
     set_value(state, value)
     set_attributes(state, attributes)
     set_changed(state, last_changed)
     set_updated(state, last_updated)
     set_context(state, context)
+    set_reported(state, last_updated if last_reported is None else last_reported)
     return state
 
 

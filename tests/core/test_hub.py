@@ -13,6 +13,7 @@ from mqttprobe import MqttProbe
 
 from hub.commands import Command, CommandError
 from hub.core import Hub
+from hub.events import StateChanged
 from hub.model import Context, Origin
 from hub.simulator import Simulator, build_home
 
@@ -259,6 +260,68 @@ async def test_command_to_silent_device_fails_after_timeout_with_reason(
     )
     assert not results[0].ok
     assert "plug1.switch did not report the expected state within 0.5 s" in results[0].reason
+
+
+async def test_a_repeated_report_is_not_a_state_change(
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory
+) -> None:
+    # Periodic telemetry repeats most readings; only what changed is announced and recorded,
+    # while last_reported shows the device is still reporting (Home Assistant's model).
+    hub = await hub_factory(write_config(tmp_path, mqtt_url))
+    dev, _ = prefixes(hub)
+    changes: list[StateChanged] = []
+    hub.bus.subscribe(StateChanged, changes.append, owner="test")
+    with MqttProbe(mqtt_url) as probe:
+        await announce_plug(hub, probe)
+        await asyncio.to_thread(
+            probe.publish, f"{dev}/plug1/state", {"switch": "on", "power": 33.0}
+        )
+        await eventually(lambda: "plug1.power" in hub.registry.states)
+        first = hub.registry.states["plug1.power"]
+        first_switch = hub.registry.states["plug1.switch"]
+        changes.clear()
+        reports = hub.stats.reports
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(
+            probe.publish, f"{dev}/plug1/state", {"switch": "on", "power": 34.5}
+        )
+        await eventually(lambda: hub.stats.reports == reports + 2)
+    # Only the power changed: one StateChanged, the switch's repeat moved last_reported only.
+    assert [event.entity_id for event in changes] == ["plug1.power"]
+    switch = hub.registry.states["plug1.switch"]
+    power = hub.registry.states["plug1.power"]
+    assert switch.last_reported > switch.last_updated
+    assert switch.to_dict()["last_reported"] == switch.last_reported
+    assert power.last_updated > first.last_updated
+    assert power.last_reported == power.last_updated
+    # The switch's repeat is not a new cause either: its context is the first report's.
+    assert switch.context.id == first_switch.context.id
+    assert switch.last_updated == first_switch.last_updated
+
+
+async def test_a_repeated_report_that_confirms_a_command_is_announced(
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory
+) -> None:
+    hub = await hub_factory(write_config(tmp_path, mqtt_url))
+    dev, _ = prefixes(hub)
+    with MqttProbe(mqtt_url) as probe:
+        await announce_plug(hub, probe)
+        await asyncio.to_thread(probe.publish, f"{dev}/plug1/state", {"switch": "on"})
+        await eventually(lambda: "plug1.switch" in hub.registry.states)
+        changes: list[StateChanged] = []
+        hub.bus.subscribe(StateChanged, changes.append, owner="test")
+        alice = Context(Origin.PERSON, "alice", via="discord")
+        futures = hub.commands.issue(Command("plug1.switch", "turn_on", alice), timeout=5)
+        # The plug was already on: its answer repeats the state, and confirms the command.
+        await asyncio.to_thread(probe.publish, f"{dev}/plug1/state", {"switch": "on"})
+        [result] = await asyncio.gather(*futures)
+    assert result.ok
+    assert [event.entity_id for event in changes] == ["plug1.switch"]
+    state = hub.registry.states["plug1.switch"]
+    assert [c.describe() for c in state.context.chain()] == [
+        "device plug1",
+        "person alice via discord",
+    ]
 
 
 async def test_registry_and_last_states_survive_a_restart(
