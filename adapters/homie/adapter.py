@@ -9,6 +9,11 @@ subscription to ``<d>/5/#``:
 ``<d>/5/<id>/$description``    the device, its nodes and properties (JSON): one hub device,
                                its entities replaced whenever the document changes
 ``<d>/5/<id>/<node>/<prop>``   a property value, parsed strictly by datatype and format
+``<d>/5/<id>/<node>/<prop>/$target``  the value the property is moving to: the entity's
+                               ``target`` attribute until the value reaches it (None then)
+``<d>/5/<id>/$alert/<alert>``  a retained, user-facing alert: a ``device_alert`` hub event
+                               (notifications route it); an empty payload resolves it
+``<d>/5/<id>/$log/<level>``    ignored: device logs are not the hub's to keep
 
 Topics written: ``<d>/5/<id>/<node>/<prop>/set``, never retained, QoS 2 for retained
 properties and QoS 0 for non-retained ones (the convention's "QoS and retained messages").
@@ -22,6 +27,7 @@ kept (bounded) and applied when it arrives.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -42,9 +48,13 @@ from adapters.homie.settings import Settings
 from adapters.homie.values import PayloadError, PropertySpec, format_value, parse_value
 from hub.api import (
     CommandError,
+    Context,
+    CustomEvent,
     Device,
     Entity,
+    EntityKind,
     InvalidValue,
+    Origin,
     Plugin,
     PluginContext,
 )
@@ -55,6 +65,11 @@ ONLINE_STATES: Final = frozenset({"ready", "sleeping"})
 # Values kept for devices not described yet (retained messages come in no particular order).
 MAX_EARLY: Final = 20_000
 MAX_EARLY_BYTES: Final = 8 * 1024 * 1024
+#: The hub event an alert becomes (notifications route it like any custom event).
+ALERT_EVENT: Final = "device_alert"
+MAX_ALERTS: Final = 64  # per device
+MAX_ALERT_TEXT: Final = 1000  # characters of an alert kept and told
+_TARGET: Final = "/$target"  # the suffix of a property's target among early payloads
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -75,6 +90,12 @@ class _HomieDevice:
     # entity key -> (brightness value sent to the device, the hub brightness it stands for)
     brightness_sent: dict[str, tuple[float, float]] = field(default_factory=dict)
     reported: bool | None = None  # the availability the hub was last told
+    last: dict[str, Any] = field(default_factory=dict)  # "node/prop" -> last parsed value
+    # "node/prop" -> (the $target parsed, the same in the hub's terms)
+    targets: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    alerts: dict[str, str] = field(default_factory=dict)  # alert id -> text, as now raised
+    told: dict[str, str] = field(default_factory=dict)  # alerts told before this run (stored)
+    untold: set[str] = field(default_factory=set)  # alerts waiting for the device's name
 
     @property
     def root(self) -> str | None:
@@ -136,18 +157,29 @@ class Homie(Plugin):
         first = levels[0]
         if first == "$broadcast":
             return  # controllers' messages to every device, ours included
-        # Our own commands, other controllers' commands and targets: not device state.
-        if len(levels) == 4 and levels[3] in ("set", "$target"):
+        # Our own commands and other controllers' commands: not device state.
+        if len(levels) == 4 and levels[3] == "set":
             return
-        if len(levels) >= 2 and levels[1] in ("$log", "$alert"):
-            return
+        if len(levels) >= 2 and levels[1] == "$log":
+            return  # device logs (the convention's "Logging"): not kept by the hub
+        target = len(levels) == 4 and levels[3] == "$target"
         try:
             check_homie_id(first, "device id")
-            if len(levels) == 3:
+            if levels[1:2] == ["$alert"]:
+                if len(levels) != 3:
+                    raise DescriptionError("an alert topic is <device>/$alert/<alert id>")
+                check_homie_id(levels[2], "alert id")
+            elif len(levels) == 3 or target:
                 check_homie_id(levels[1], "node id")
                 check_homie_id(levels[2], "property id")
         except DescriptionError as exc:
             self.context.reject(topic, str(exc), kind="bad_topic")
+            return
+        if levels[1:2] == ["$alert"]:
+            self._on_alert(topic, first, levels[2], payload)
+            return
+        if target:
+            self._on_target(topic, first, f"{levels[1]}/{levels[2]}", payload)
             return
         if len(levels) == 2:
             if levels[1] == "$state":
@@ -182,6 +214,13 @@ class Homie(Plugin):
             )
             return None
         device = _HomieDevice(homie_id, hub_id)
+        stored = self.context.devices.get(hub_id)
+        if stored is not None and stored.owner == OWNER:
+            # Alerts people were told of before a restart: their retained topics come again
+            # and must not be news twice.
+            alerts = stored.native.get("alerts")
+            if isinstance(alerts, dict):
+                device.told = {str(k): str(v) for k, v in alerts.items()}
         self._devices[homie_id] = device
         self._by_hub[hub_id] = device
         return device
@@ -272,6 +311,11 @@ class Homie(Plugin):
         if device is None:
             return
         previous = device.description
+        # Targets and last values of properties the new document describes alike stay valid.
+        before = {spec.path: spec for spec in previous.properties} if previous else {}
+        kept = {spec.path for spec in description.properties if before.get(spec.path) == spec}
+        device.targets = {p: t for p, t in device.targets.items() if p in kept}
+        device.last = {p: v for p, v in device.last.items() if p in kept}
         device.description = description
         device.raw_description = payload
         device.plans = {plan.key: plan for plan in plans}
@@ -295,7 +339,14 @@ class Homie(Plugin):
         early = device.early
         self._forget_early(device)
         for path, value in early.items():
-            self._on_value(f"{self.base}{homie_id}/{path}", homie_id, path, value)
+            if path.endswith(_TARGET):
+                prop = path[: -len(_TARGET)]
+                self._on_target(f"{self.base}{homie_id}/{path}", homie_id, prop, value)
+            else:
+                self._on_value(f"{self.base}{homie_id}/{path}", homie_id, path, value)
+        for alert_id in sorted(device.untold):
+            self._tell_alert(device, alert_id, device.alerts[alert_id])
+        device.untold.clear()
 
     def _register(self, device: _HomieDevice) -> None:
         description = device.description
@@ -317,6 +368,7 @@ class Homie(Plugin):
                 "root": description.root,
                 "children": list(description.children),
                 "extensions": list(description.extensions),
+                "alerts": dict(sorted(device.alerts.items())),
             },
         )
         self.context.register_device(
@@ -376,6 +428,12 @@ class Homie(Plugin):
         except (PayloadError, DescriptionError) as exc:
             self.context.reject(topic, f"{homie_id}/{path}: {exc}", kind="wrong_type")
             return
+        device.last[path] = value
+        target = device.targets.get(path)
+        if target is not None and _same(spec, target[0], value):
+            # Arrived: the move is over (the convention: the value then matches the target).
+            del device.targets[path]
+            attrs = {**attrs, "target": self._target_attribute(device, plan)}
         self._report(device, plan, topic, hub_value, attrs)
 
     def _report(
@@ -410,6 +468,187 @@ class Homie(Plugin):
         except (InvalidValue, KeyError) as exc:
             ctx.reject(topic, f"{device.homie_id}: {exc}", kind="wrong_type")
 
+    # ----- $target ----------------------------------------------------------------------------
+
+    def _on_target(self, topic: str, homie_id: str, path: str, payload: bytes) -> None:
+        """``<node>/<prop>/$target``: where the property is going (a fading dimmer, a valve)."""
+        device = self._devices.get(homie_id)
+        if not payload:
+            # The target topic cleared: no move is announced any more.
+            if device is None:
+                return
+            early = device.early.pop(path + _TARGET, None)
+            if early is not None:
+                self._early_count -= 1
+                self._early_bytes -= len(early)
+            plan = device.by_path.get(path)
+            if device.targets.pop(path, None) is not None and plan is not None:
+                self._sync_target(device, plan, topic)
+            return
+        if self._too_large(topic, payload, self.settings.max_payload):
+            return
+        device = self._device(topic, homie_id)
+        if device is None:
+            return
+        plan = device.by_path.get(path)
+        if plan is None:
+            if device.description is None or device.state == "init":
+                self._keep_early(device, path + _TARGET, payload)
+            else:
+                self.context.reject(
+                    topic,
+                    f"{homie_id}: no property {path} in its description",
+                    kind="unknown_property",
+                )
+            return
+        spec = next(s for s in (plan.value, plan.brightness, plan.color) if s and s.path == path)
+        try:
+            value = parse_value(spec, payload)
+            in_hub = self._target_value(device, plan, spec, value)
+        except (PayloadError, DescriptionError) as exc:
+            self.context.reject(topic, f"{homie_id}/{path}/$target: {exc}", kind="wrong_type")
+            return
+        last = device.last.get(path)
+        if last is not None and _same(spec, last, value):
+            device.targets.pop(path, None)  # already there (e.g. a retained target, again)
+        else:
+            device.targets[path] = (value, in_hub)
+        self._sync_target(device, plan, topic)
+
+    def _target_value(
+        self, device: _HomieDevice, plan: EntityPlan, spec: PropertySpec, value: Any
+    ) -> Any:
+        """A target in the hub's terms: the state it will be, or the light attribute."""
+        hub_value, attrs = read_property(plan, spec, value)
+        if spec is plan.brightness:
+            sent = device.brightness_sent.get(plan.key)
+            # Our own command's brightness, not its rounding through the device's range.
+            return sent[1] if sent is not None and sent[0] == value else attrs["brightness"]
+        if spec is plan.color:
+            return attrs["color"]
+        return hub_value
+
+    def _target_attribute(self, device: _HomieDevice, plan: EntityPlan) -> Any:
+        """The entity's ``target`` attribute: a light's is ``{"state", "brightness", "color"}``
+        (the parts that move), any other entity's the state it moves to; None: not moving."""
+        targets = device.targets
+        if plan.kind is EntityKind.LIGHT:
+            parts = {
+                name: targets[spec.path][1]
+                for name, spec in (
+                    ("state", plan.value),
+                    ("brightness", plan.brightness),
+                    ("color", plan.color),
+                )
+                if spec is not None and spec.path in targets
+            }
+            return parts or None
+        found = targets.get(plan.value.path)
+        return None if found is None else found[1]
+
+    def _sync_target(self, device: _HomieDevice, plan: EntityPlan, topic: str) -> None:
+        """Tell the hub the entity's target, if that changes it."""
+        new = self._target_attribute(device, plan)
+        current = self.context.state(f"{device.hub_id}.{plan.key}")
+        if current is None:
+            # No state to hang it on yet: it goes with the first value.
+            device.pending_attrs.setdefault(plan.key, {})["target"] = new
+            return
+        if current.attributes.get("target") != new:
+            self._report(device, plan, topic, None, {"target": new})
+
+    # ----- $alert -----------------------------------------------------------------------------
+
+    def _on_alert(self, topic: str, homie_id: str, alert_id: str, payload: bytes) -> None:
+        """``$alert/<id>``: a retained, user-facing message; an empty payload resolves it."""
+        if not payload:
+            device = self._devices.get(homie_id)
+            if device is None or alert_id not in device.alerts:
+                return
+            text = device.alerts.pop(alert_id)
+            device.told.pop(alert_id, None)
+            self._store_alerts(device)
+            if alert_id in device.untold:
+                device.untold.discard(alert_id)  # never told, so nothing to resolve
+            else:
+                self._tell_alert(device, alert_id, text, resolved=True)
+            return
+        if self._too_large(topic, payload, self.settings.max_payload):
+            return
+        try:
+            text = payload.decode("utf-8").strip().strip("\x00")
+        except UnicodeDecodeError as exc:
+            self.context.reject(topic, f"alert is not UTF-8: {exc.reason}", kind="wrong_type")
+            return
+        if not text:
+            self.context.reject(
+                topic, "an alert needs a message (an empty payload clears it)", kind="wrong_type"
+            )
+            return
+        if len(text) > MAX_ALERT_TEXT:
+            text = text[: MAX_ALERT_TEXT - 1] + "…"
+        device = self._device(topic, homie_id)
+        if device is None:
+            return
+        if device.alerts.get(alert_id) == text:
+            return  # the retained alert again (a reconnect): nothing new
+        if alert_id not in device.alerts and len(device.alerts) >= MAX_ALERTS:
+            self.context.reject(
+                topic, f"{homie_id}: more than {MAX_ALERTS} alerts at once", kind="too_many"
+            )
+            return
+        device.alerts[alert_id] = text
+        self._store_alerts(device)
+        if device.told.get(alert_id) == text:
+            return  # told before the hub restarted
+        device.told.pop(alert_id, None)
+        if device.description is None and device.hub_id not in self.context.devices:
+            device.untold.add(alert_id)  # told once the device has a name
+        else:
+            self._tell_alert(device, alert_id, text)
+
+    def _store_alerts(self, device: _HomieDevice) -> None:
+        # Kept on the device (stored), so that a restart does not tell the same alert again.
+        if device.description is not None:
+            self._register(device)
+
+    def _tell_alert(
+        self, device: _HomieDevice, alert_id: str, text: str, *, resolved: bool = False
+    ) -> None:
+        """Put a ``device_alert`` event on the bus; the notification router takes it from there."""
+        stored = self.context.devices.get(device.hub_id)
+        name = (
+            device.description.name
+            if device.description is not None
+            else stored.name
+            if stored is not None
+            else device.homie_id
+        )
+        if resolved:
+            title = f"{name}: {alert_id} resolved"
+            message = f"{name}: resolved: {text}"
+        else:
+            title = f"{name}: {alert_id}"
+            message = f"{name}: {text}"
+        self.context.publish_event(
+            CustomEvent(
+                ALERT_EVENT,
+                {
+                    "device": device.hub_id,
+                    "device_name": name,
+                    "alert": alert_id,
+                    "text": text,
+                    "resolved": resolved,
+                    "title": title,
+                    "message": message,
+                    # One incident per device and alert: its resolution closes it.
+                    "key": f"{ALERT_EVENT}:{device.hub_id}:{alert_id}",
+                    "source": OWNER,
+                },
+                Context(Origin.DEVICE, device.hub_id),
+            )
+        )
+
     # ----- commands --------------------------------------------------------------------------
 
     def send_command(
@@ -442,3 +681,15 @@ class Homie(Plugin):
             topic = f"{self.base}{homie.homie_id}/{spec.path}/set"
             # The convention: QoS 2 for retained properties, 0 for momentary (non-retained).
             self.context.publish_mqtt(topic, payload, qos=2 if spec.retained else 0)
+
+
+def _same(spec: PropertySpec, a: Any, b: Any) -> bool:
+    """Whether two parsed values of ``spec`` are the same value (floats within half a step)."""
+    if isinstance(a, float) or isinstance(b, float):
+        if isinstance(a, bool) or isinstance(b, bool):
+            return False
+        if not isinstance(a, int | float) or not isinstance(b, int | float):
+            return False
+        tolerance = spec.step / 2 if spec.step else 1e-9 * max(1.0, abs(a), abs(b))
+        return math.isclose(a, b, rel_tol=0, abs_tol=tolerance)
+    return bool(a == b)

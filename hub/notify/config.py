@@ -11,6 +11,7 @@ notifications:
     device_offline: {targets: [role:admin], after: 1m}
     command_failed: {targets: [role:admin]}
     speedtest_below_threshold: {targets: [alice], urgent: false}
+    device_alert: {targets: [role:admin]}   # alerts devices raise (a Homie device's $alert)
 ```
 """
 
@@ -30,8 +31,14 @@ _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 ROLES = ("admin", "member", "guest")
 
-#: Hub events the router reports without configuration, and to whom.
-DEFAULT_EVENTS = ("device_offline", "command_failed", "speedtest_below_threshold")
+#: Hub events the router reports without configuration, and to whom. ``device_alert`` is
+#: what a device itself raises for people (e.g. a Homie device's ``$alert``: "battery low").
+DEFAULT_EVENTS = (
+    "device_offline",
+    "command_failed",
+    "speedtest_below_threshold",
+    "device_alert",
+)
 
 
 def check_target(value: str) -> str:

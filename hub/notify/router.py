@@ -20,7 +20,9 @@ Hub events reported (configured under ``notifications.events``): ``device_offlin
 device stayed offline ``after``; ``back_online`` says when it returns), ``command_failed``
 (only for commands a person or a rule issued), and custom events (``CustomEvent``) whose type
 is listed, such as ``speedtest_below_threshold`` — the hook for a speed-test plug-in, which may
-also call :meth:`NotificationRouter.notify` directly. The router never raises into the bus.
+also call :meth:`NotificationRouter.notify` directly — and ``device_alert`` (what an adapter
+publishes when a device raises or resolves an alert for people). The router never raises into
+the bus.
 """
 
 from __future__ import annotations
@@ -314,13 +316,21 @@ class NotificationRouter:
             urgent = bool(data.get("urgent", route.urgent))
             key = str(data.get("key") or event.event_type)
             if isinstance(data.get("message"), str):
-                # The event says it itself: route it as a plain notification.
+                # The event says it itself: route it as a plain notification (``resolved``
+                # closes the incident its ``key`` names, e.g. a device alert that cleared).
+                body: dict[str, Any] = {
+                    "urgent": urgent,
+                    "key": key,
+                    "event_type": event.event_type,
+                }
+                if data.get("resolved") is True:
+                    body["resolved"] = True
                 self.hub.bus.publish(
                     Notification(
                         message=data["message"],
                         title=str(data.get("title") or event.event_type),
                         targets=tuple(route.targets),
-                        data={"urgent": urgent, "key": key, "event_type": event.event_type},
+                        data=body,
                         context=event.context,
                     )
                 )
