@@ -468,8 +468,10 @@ async def test_the_background_flusher_writes_rule_data_unasked(storage_url: str)
         rules = RuleStore(store)
         rules.queue_history(hist(time.time()))
         rules.queue_timer(timer("t1", 1.0))
+        # pending_writes drops to 0 when a flush takes the rows, before it commits them:
+        # wait for the rows themselves.
         for _ in range(100):
-            if store.pending_writes == 0:
+            if len(await rules.history(0.0)) == 1 and len(await rules.load_timers()) == 1:
                 break
             await asyncio.sleep(0.02)
         assert store.pending_writes == 0
