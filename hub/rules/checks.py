@@ -1,20 +1,26 @@
 """Static checks of a rule set, for ``hub check``: what the loader cannot see in one rule.
 
 * unknown references: entities, devices, groups, areas and scenes that do not exist (entities
-  named inside expressions and templates too), with a "did you mean";
+  and groups named inside expressions and templates too), with a "did you mean";
 * conflicts: two rules (or two branches of one ``parallel``) that can run on the same event
-  and set the same entity to different values;
-* loops: rules whose commands or events trigger each other in a cycle;
+  and set the same entity to different values, directly or through a group, area or device;
+* loops: rules whose commands or events trigger each other in a cycle, through entities and
+  through groups (a command to a group reaches its members; a change of a member may change
+  the group's aggregated value and fire a trigger on the group);
 * smaller mistakes: an empty time window, ``for: 0``, a wait without a timeout in a rule of
   mode ``single``, a numeric range with no number in it.
 
-Everything is a warning (a numeric range with no number in it is an error, and so is a
-``state``/``numeric`` trigger or condition on a group that is not configured: groups come from
-``hub.yaml``, so the checker knows them all). The checks are
-conservative where it matters: a conflict is reported unless the conditions obviously keep
-the two runs apart, and a loop is reported whenever a command's effect matches a trigger.
-Issues point at the part of the rule file they are about (``file:line:col: path``), in the
-loader's path convention when the file can be read back, else ``rules[<id>].actions[2]``.
+Everything is a warning, except a numeric range with no number in it. A group that neither
+``hub.yaml`` nor the stored registry has is a warning too: a plug-in may register it while the
+hub runs (Zigbee2MQTT's groups). The checks are conservative where it matters: a conflict is
+reported unless the conditions obviously keep the two runs apart, and a loop is reported
+whenever a command's effect matches a trigger. Group memberships are worked out from
+``hub.yaml`` and the stored registry; where only the running hub can tell (a device's area
+before the first run, a group only a plug-in knows), the message says so ("possible loop",
+"may set") instead of guessing, for a rule that may feed itself and for conflicts, not for
+chains of rules. Issues point at the part of the rule file they are about
+(``file:line:col: path``), in the loader's path convention when the file can be read back,
+else ``rules[<id>].actions[2]``.
 """
 
 from __future__ import annotations
@@ -23,14 +29,15 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from hub.commands import ACTIONS
 from hub.config import HubConfig
-from hub.model import Area, Group, Registry
+from hub.model import Aggregate, Area, Group, Registry
 from hub.rules.model import (
+    GROUP_PREFIX,
     Action,
     AndCondition,
     CalendarTrigger,
@@ -96,8 +103,12 @@ class Known:
     """What the checker knows exists. ``None``: not known (no stored registry, no scene
     support), so references of that kind are not checked.
 
-    The mappings let loops and conflicts follow commands to devices, groups and areas down to
-    their entities; they are optional.
+    The mappings let loops and conflicts follow commands to devices, groups, areas and tags
+    down to their entities, and group triggers back up from them; they are optional. What
+    they leave out is known only when the hub runs: a device missing from ``device_areas``
+    may be in any area, a group missing from ``group_members`` may hold anything (the checks
+    say so rather than guess), an entity missing from ``entity_kinds`` accepts any action.
+    Tags come from hub.yaml alone, so ``device_tags`` and ``entity_tags`` are complete.
     """
 
     entities: frozenset[str] | None
@@ -109,6 +120,13 @@ class Known:
     device_entities: Mapping[str, frozenset[str]] = field(default_factory=dict, hash=False)
     area_devices: Mapping[str, frozenset[str]] = field(default_factory=dict, hash=False)
     entity_kinds: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # device id -> its area (None: none), for the devices whose area is known.
+    device_areas: Mapping[str, str | None] = field(default_factory=dict, hash=False)
+    device_tags: Mapping[str, frozenset[str]] = field(default_factory=dict, hash=False)
+    entity_tags: Mapping[str, frozenset[str]] = field(default_factory=dict, hash=False)
+    # group id -> its aggregate ("any" when missing) and the one entity kind it keeps.
+    group_aggregates: Mapping[str, str] = field(default_factory=dict, hash=False)
+    group_kinds: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 def known_from_registry(registry: Registry, *, devices_known: bool = True) -> Known:
@@ -118,37 +136,70 @@ def known_from_registry(registry: Registry, *, devices_known: bool = True) -> Kn
     for device in registry.devices.values():
         if device.area:
             area_devices.setdefault(device.area, set()).add(device.id)
+    groups = registry.groups
     return Known(
         entities=frozenset(registry.entities) if devices_known else None,
         devices=frozenset(registry.devices) if devices_known else None,
-        groups=frozenset(registry.groups),
+        groups=frozenset(groups),
         areas=frozenset(registry.areas),
         scenes=None,
-        group_members={gid: tuple(g.members) for gid, g in registry.groups.items()},
+        group_members={gid: tuple(g.members) for gid, g in groups.items()},
         device_entities={
             did: frozenset(d.entity_ids) for did, d in registry.devices.items() if devices_known
         },
         area_devices={area: frozenset(ids) for area, ids in area_devices.items()},
         entity_kinds={eid: e.kind.value for eid, e in registry.entities.items()},
+        device_areas={did: d.area for did, d in registry.devices.items() if devices_known},
+        device_tags={did: frozenset(d.tags) for did, d in registry.devices.items() if d.tags},
+        entity_tags={eid: frozenset(e.tags) for eid, e in registry.entities.items() if e.tags},
+        group_aggregates={gid: Aggregate(g.aggregate).value for gid, g in groups.items()},
+        group_kinds={gid: g.kind.value for gid, g in groups.items() if g.kind is not None},
     )
 
 
 async def known_from(config: HubConfig, storage_url: str | None) -> Known:
-    """What exists: hub.yaml's areas and groups, plus the stored registry when the database
-    exists and holds devices. Never creates a database; on any storage error, entities and
-    devices are unknown (None)."""
-    registry = Registry()
+    """What exists: hub.yaml's areas, groups and device overrides, plus the stored registry
+    when the database exists (its devices and entities count when it holds devices; groups
+    stored by an earlier run count always). Never creates a database; on any storage error,
+    entities and devices are unknown (None)."""
     stored = await _stored_registry(storage_url)
-    if stored is not None:
-        registry = stored
+    registry = stored if stored is not None else Registry()
+    devices_known = bool(registry.devices)
     # hub.yaml's areas and groups are what the hub will have after its next start.
     for area in config.areas:
         registry.areas[area.id] = Area(id=area.id, name=area.name)
     for group in config.groups:
         registry.groups[group.id] = Group(
-            id=group.id, name=group.name, members=list(group.members), aggregate=group.aggregate
+            id=group.id,
+            name=group.name,
+            members=list(group.members),
+            aggregate=group.aggregate,
+            kind=group.kind,
         )
-    return known_from_registry(registry, devices_known=stored is not None)
+    # Stored devices get hub.yaml's overrides (area, tags) as the hub gives them at start.
+    for device_id, custom in config.devices.items():
+        device = registry.devices.get(device_id)
+        if device is not None:
+            customized, entities = custom.customization().apply(
+                device, list(registry.entities_of(device_id))
+            )
+            registry.devices[device_id] = customized
+            registry.entities.update((entity.id, entity) for entity in entities)
+    known = known_from_registry(registry, devices_known=devices_known)
+    # Devices hub.yaml customises that are not stored (yet): their overrides are known now.
+    areas = dict(known.device_areas)
+    device_tags = dict(known.device_tags)
+    entity_tags = dict(known.entity_tags)
+    for device_id, custom in config.devices.items():
+        if custom.area is not None:
+            areas[device_id] = custom.area
+        if custom.tags:
+            device_tags[device_id] = device_tags.get(device_id, frozenset()) | set(custom.tags)
+        for key, entity in custom.entities.items():
+            if entity.tags:
+                entity_id = f"{device_id}.{key}"
+                entity_tags[entity_id] = entity_tags.get(entity_id, frozenset()) | set(entity.tags)
+    return replace(known, device_areas=areas, device_tags=device_tags, entity_tags=entity_tags)
 
 
 async def _stored_registry(url: str | None) -> Registry | None:
@@ -184,7 +235,7 @@ async def _stored_registry(url: str | None) -> Registry | None:
     finally:
         with contextlib.suppress(StorageError, OSError):
             await storage.close()
-    return registry if registry.devices else None
+    return registry
 
 
 # ----- values -------------------------------------------------------------------------------
@@ -343,7 +394,14 @@ def _time_window(condition: TimeCondition) -> _Window | None:
 
 # ----- what conditions say ------------------------------------------------------------------
 
-_Key = tuple[str, str | None]  # (entity id, attribute)
+_Key = tuple[str, str | None]  # (entity id or "group:<id>", attribute)
+
+
+def _subject(name: str) -> str:
+    """A state/numeric subject as one key: an entity id, or ``group:<id>`` for a group
+    (written either way)."""
+    group = group_of(name)
+    return name if group is None else f"{GROUP_PREFIX}{group}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -458,12 +516,16 @@ def _fact(condition: Condition) -> _Facts:
         values = _values(condition.state)
         if values is None:
             return _NOTHING_KNOWN
-        return _Facts(allowed={(e, condition.attribute): values for e in condition.entity_ids})
+        return _Facts(
+            allowed={(_subject(e), condition.attribute): values for e in condition.entity_ids}
+        )
     if isinstance(condition, NumericCondition):
         span = _range(condition.above, condition.below)
         if span is None:
             return _NOTHING_KNOWN
-        return _Facts(ranges={(e, condition.attribute): span for e in condition.entity_ids})
+        return _Facts(
+            ranges={(_subject(e), condition.attribute): span for e in condition.entity_ids}
+        )
     if isinstance(condition, TimeCondition):
         return _Facts(window=_time_window(condition))
     if isinstance(condition, TriggerCondition):
@@ -497,7 +559,7 @@ def _negated(condition: Condition) -> _Facts:
         values = _values(condition.state)
         if values is None:
             return _NOTHING_KNOWN
-        return _Facts(excluded={(condition.entity_ids[0], condition.attribute): values})
+        return _Facts(excluded={(_subject(condition.entity_ids[0]), condition.attribute): values})
     if isinstance(condition, TimeCondition):
         window = _time_window(condition)
         return _Facts(window=None if window is None else tuple(_invert(day) for day in window))
@@ -659,6 +721,87 @@ def _change(action: CommandAction, kind: str | None) -> _Change:
     return changes.get(name, _Change(None, None))
 
 
+def _aggregated(change: _Change, aggregate: str) -> _Change:
+    """What a change to members does to a group's aggregated value: ``any``/``all`` count a
+    member "on" or not, so a member going on can only turn the group on (or leave it), one
+    going anything else only off; a number aggregate may become any number."""
+    if change.values is not None and not change.values:
+        return _Change(frozenset(), {})  # the members stay as they are
+    if aggregate not in (Aggregate.ANY.value, Aggregate.ALL.value):
+        return _Change(None, {})
+    if change.values is None:
+        return _Change(frozenset({"on", "off"}), {})
+    return _Change(frozenset("on" if value == "on" else "off" for value in change.values), {})
+
+
+# Whether a command reaches an entity (or an entity is in a group): True, False, or the reason
+# it is known only when the hub runs (a device's area, a group's members, an entity's kind).
+_Verdict = bool | str
+
+
+class _Open(str):
+    """A reason that holds for any entity alike: the group's members are wholly unknown (a
+    group a plug-in registers at run time). Only a rule's own loop is told from one."""
+
+    __slots__ = ()
+
+
+def _reworded(verdict: _Verdict, text: str) -> _Verdict:
+    """``verdict``'s reason said as ``text`` (an open one stays open)."""
+    if isinstance(verdict, bool):
+        return verdict
+    return _Open(text) if isinstance(verdict, _Open) else text
+
+
+def _any_verdict(verdicts: Iterable[_Verdict]) -> _Verdict:
+    """Any of them: True if one is, else the first "only at run time" (a particular reason
+    before an open one), else False."""
+    maybe: _Verdict = False
+    for verdict in verdicts:
+        if verdict is True:
+            return True
+        if verdict is not False and (
+            maybe is False or (isinstance(maybe, _Open) and not isinstance(verdict, _Open))
+        ):
+            maybe = verdict
+    return maybe
+
+
+def _both_verdicts(one: _Verdict, other: _Verdict) -> _Verdict:
+    """Both of them: False if either is not, else True if both are, else why not surely."""
+    if one is False or other is False:
+        return False
+    if one is True:
+        return other
+    if other is True or one == other:
+        return one
+    both = f"{one}; {other}"
+    return _Open(both) if isinstance(one, _Open) or isinstance(other, _Open) else both
+
+
+def _why(verdict: _Verdict) -> str:
+    return "" if verdict is True else f" ({verdict})"
+
+
+def _entity_target(text: str) -> tuple[str, ...]:
+    """The entity a target or group member names outright (``entity:`` or with a dot)."""
+    kind, sep, name = text.partition(":")
+    if not sep:
+        kind, name = "", text
+    if kind == "entity" or (not kind and "." in name):
+        return () if _is_template(name) else (name,)
+    return ()
+
+
+def _through(action: CommandAction, key: str, side: str) -> str:
+    """One side of a conflict, saying the target when it reaches ``key`` from afar."""
+    return (
+        side
+        if _entity_target(action.target) == (key,) or action.target == key
+        else (f"{side} through {action.target}")
+    )
+
+
 # What a command sets, for conflicts: the state (by action) and attributes (by parameter).
 _STATE_BY_ACTION = {
     "turn_on": "on",
@@ -762,6 +905,10 @@ class _Checker:
         self.effects: list[_Effect] = []
         self.base: dict[str, _Facts] = {}
         self._branch_ids = itertools.count()
+        self._universe: frozenset[str] | None = None
+        self._areas_in_use: frozenset[str | None] | None = None
+        self._reach: dict[tuple[str, str], dict[str, _Verdict]] = {}
+        self._group_changes: dict[tuple[str, str, str], tuple[_Verdict, _Change]] = {}
 
     def run(self) -> list[ConfigIssue]:
         """Every issue, once each, sorted by place."""
@@ -796,26 +943,23 @@ class _Checker:
     def subject(
         self, rule: Rule, pos: Pos, path: PathKey, keys: Sequence[_Step], name: str
     ) -> None:
-        """Report what a state/numeric trigger or condition watches when it does not exist."""
+        """Report what a state/numeric trigger or condition (or an expression's states() and
+        friends) reads when it does not exist: an entity, or a group (``group:<id>`` or a
+        bare id)."""
         group = group_of(name)
         if group is None:
             self.entity(rule, pos, path, keys, name)
             return
-        known = self.known.groups
-        if group in known:
+        if group in self.known.groups:
             return
-        hint = suggest(group, known)
+        hint = suggest(group, self.known.groups)
         entities = self.known.entities or frozenset()
-        if not hint and "." not in name and not name.startswith("group:"):
+        if not hint and not name.startswith(GROUP_PREFIX):
             # A bare id is read as a group: maybe an entity's key was left out.
             near = sorted(e for e in entities if e.startswith(f"{name}."))
             if near:
                 hint = f" (an entity id is <device>.<key>: did you mean {near[0]!r}?)"
-        if not hint:
-            hint = (
-                f" (groups: {', '.join(sorted(known))})" if known else " (no groups are configured)"
-            )
-        self.warn(rule, pos, path, keys, f"unknown group {group!r}{hint}", "error")
+        self.warn(rule, pos, path, keys, _unknown_group(group, hint))
 
     def device(self, rule: Rule, pos: Pos, path: PathKey, keys: Sequence[_Step], name: str) -> None:
         """Report a device id that the registry does not have."""
@@ -830,6 +974,9 @@ class _Checker:
         """Report a group or area id that is not configured."""
         known = self.known.groups if kind == "group" else self.known.areas
         if name in known:
+            return
+        if kind == "group":
+            self.warn(rule, pos, path, keys, _unknown_group(name, suggest(name, known)))
             return
         hint = suggest(name, known) or ("" if known else f" (no {kind}s are configured)")
         self.warn(rule, pos, path, keys, f"unknown {kind} {name!r}{hint}")
@@ -869,7 +1016,7 @@ class _Checker:
     def templates(
         self, rule: Rule, pos: Pos, path: PathKey, keys: tuple[_Step, ...], value: Any
     ) -> None:
-        """Entities named inside templates anywhere in ``value``."""
+        """Entities and groups named inside templates anywhere in ``value``."""
         if isinstance(value, str) and _is_template(value):
             from hub.rules.expr import ExpressionError, compile_template
 
@@ -878,7 +1025,7 @@ class _Checker:
             except ExpressionError:
                 return  # the loader has said so
             for name in sorted(names):
-                self.entity(rule, pos, path, keys, name)
+                self.subject(rule, pos, path, keys, name)
         elif isinstance(value, Mapping):
             for key, item in value.items():
                 self.templates(rule, pos, path, (*keys, str(key)), item)
@@ -889,7 +1036,7 @@ class _Checker:
     def expression(
         self, rule: Rule, pos: Pos, path: PathKey, keys: tuple[_Step, ...], text: str
     ) -> None:
-        """Entities named in an expression."""
+        """Entities and groups named in an expression."""
         from hub.rules.expr import ExpressionError, compile_expression
 
         try:
@@ -897,7 +1044,7 @@ class _Checker:
         except ExpressionError:
             return
         for name in sorted(names):
-            self.entity(rule, pos, path, keys, name)
+            self.subject(rule, pos, path, keys, name)
 
     # --- rules, triggers, conditions ---
 
@@ -939,7 +1086,7 @@ class _Checker:
     ) -> None:
         for key, threshold in (("above", above), ("below", below)):
             if isinstance(threshold, str):
-                self.entity(rule, pos, path, (key,), threshold)
+                self.subject(rule, pos, path, (key,), threshold)
         low, high = _number(above), _number(below)
         if low is not None and high is not None and low >= high:
             self.warn(
@@ -1106,70 +1253,211 @@ class _Checker:
 
     # --- what commands reach ---
 
-    def reach(self, action: CommandAction) -> frozenset[str] | None:
-        """The entities a command reaches; None when that cannot be told."""
+    def universe(self) -> frozenset[str]:
+        """The entities a command to a device, group, area or tag is tested against: the
+        stored registry's, and every entity the rules and the groups name (without a stored
+        registry, those are the ones whose loops and conflicts can be told)."""
+        if self._universe is None:
+            found = set(self.known.entities or ())
+            for effect in self.effects:
+                if isinstance(effect.action, CommandAction):
+                    found.update(_entity_target(effect.action.target))
+            for rule in self.rules:
+                for trigger in rule.triggers:
+                    if isinstance(trigger, StateTrigger | NumericTrigger):
+                        found.update(e for e in trigger.entity_ids if group_of(e) is None)
+            for members in self.known.group_members.values():
+                for member in members:
+                    found.update(_entity_target(member))
+            self._universe = frozenset(found)
+        return self._universe
+
+    def reach(self, action: CommandAction) -> Mapping[str, _Verdict] | None:
+        """The entities a command reaches, each certainly (True) or with the reason it is
+        known only at run time; None for a templated target."""
         text = action.target
         if not text or _is_template(text):
             return None
-        found = self._expand(text, action.action, set())
-        return None if found is None else frozenset(found)
+        key = (text, action.action)
+        found = self._reach.get(key)
+        if found is None:
+            direct = _entity_target(text)
+            if direct:
+                found = dict.fromkeys(direct, True)  # one entity: the action is not filtered
+            else:
+                found = {}
+                for entity_id in sorted(self.universe()):
+                    verdict = self._unless_unknown(
+                        entity_id, self.reaches(text, entity_id, frozenset())
+                    )
+                    if verdict is not False and self._accepts(entity_id, action.action):
+                        if isinstance(verdict, _Open) and entity_id not in self.known.entity_kinds:
+                            # Any entity, of any kind: no more than a guess.
+                            continue
+                        if verdict is not True:
+                            verdict = _reworded(
+                                verdict, f"only if {text} reaches {entity_id}; {verdict}"
+                            )
+                        found[entity_id] = verdict
+            self._reach[key] = found
+        return found
 
-    def _expand(self, text: str, action: str, seen: set[str]) -> set[str] | None:
-        known = self.known
+    def reaches(self, text: str, entity_id: str, seen: frozenset[str]) -> _Verdict:
+        """Whether a target or group member takes in ``entity_id``, resolved as the registry
+        resolves it (entity, device, group, area; ``tag:`` only with its prefix)."""
         kind, sep, name = text.partition(":")
         if not sep:
             kind, name = "", text
+        device = entity_id.partition(".")[0]
         if kind == "entity" or (not kind and "." in name):
-            return {name}
-        if not kind:
-            if known.devices is not None and name in known.devices:
-                kind = "device"
-            elif name in known.groups:
-                kind = "group"
-            elif name in known.areas:
-                kind = "area"
-            else:
-                return None
+            return name == entity_id
         if kind == "device":
-            entities = known.device_entities.get(name)
-            return None if entities is None else self._able(entities, action)
+            return name == device
+        if kind == "group":
+            return self.in_group(name, entity_id, seen)
         if kind == "area":
-            devices = known.area_devices.get(name)
-            if devices is None or known.devices is None:
-                return None
-            found: set[str] = set()
-            for device in devices:
-                found |= self._able(known.device_entities.get(device, frozenset()), action)
-            return found
-        if kind == "group" and name in known.group_members and name not in seen:
-            seen.add(name)
-            found = set()
-            for member in known.group_members[name]:
-                inner = self._expand(member, action, seen)
-                if inner is None:
-                    return None  # part of the group is unknown: so is the whole
-                found |= inner
-            return found
-        return None
+            return self._in_area(name, entity_id)
+        if kind == "tag":
+            return name in self.known.device_tags.get(
+                device, ()
+            ) or name in self.known.entity_tags.get(entity_id, ())
+        if kind:
+            return False
+        known = self.known
+        if name == device:
+            return True  # the entity's own device, which comes first
+        if known.devices is not None and name in known.devices:
+            return False  # another device
+        if name in known.groups or name in known.group_members:
+            return self.in_group(name, entity_id, seen)
+        if name in known.areas:
+            return self._in_area(name, entity_id)
+        return False
 
-    def _able(self, entities: Iterable[str], action: str) -> set[str]:
+    def in_group(self, group_id: str, entity_id: str, seen: frozenset[str]) -> _Verdict:
+        """Whether ``entity_id`` is a member of the group (through any of its members)."""
+        if group_id in seen:
+            return False  # reached again through its own members: no cycles, as in the hub
+        known = self.known
+        members = known.group_members.get(group_id)
+        if members is None:
+            # A group of a plug-in, or a typo (either is reported as unknown): it may hold
+            # anything, which tells a rule's own loop only.
+            return _Open(f"the members of group {group_id!r} are known only at run time")
+        inner = seen | {group_id}
+        verdict = _any_verdict(self.reaches(member, entity_id, inner) for member in members)
+        kind = known.group_kinds.get(group_id)
+        if kind is not None and verdict is not False:
+            actual = known.entity_kinds.get(entity_id)
+            if actual is None:
+                why = f"the kind of {entity_id} is known only at run time"
+                verdict = _both_verdicts(verdict, why)
+            elif actual != kind:
+                return False
+        return verdict
+
+    def _in_area(self, area: str, entity_id: str) -> _Verdict:
+        device = entity_id.partition(".")[0]
+        areas = self.known.device_areas
+        if device in areas:
+            return areas[device] == area
+        if area not in self.known.areas and area not in self._device_areas():
+            return False  # an area nobody knows: reported as unknown, not guessed at
+        return f"the area of device {device!r} is known only at run time"
+
+    def _device_areas(self) -> frozenset[str | None]:
+        if self._areas_in_use is None:
+            self._areas_in_use = frozenset(self.known.device_areas.values())
+        return self._areas_in_use
+
+    def _unless_unknown(self, entity_id: str, verdict: _Verdict) -> _Verdict:
+        """No guessing about an entity the stored registry does not have (it is reported as
+        unknown): only what is certain of it counts."""
+        entities = self.known.entities
+        if verdict is True or entities is None or entity_id in entities:
+            return verdict
+        return False
+
+    def _accepts(self, entity_id: str, action: str) -> bool:
         # A command to a device, group or area reaches only the entities that accept it.
-        kinds = self.known.entity_kinds
-        return {
-            e
-            for e in entities
-            if e not in kinds or action in _KIND_ACTIONS.get(kinds[e], frozenset())
-        }
+        kind = self.known.entity_kinds.get(entity_id)
+        return kind is None or action in _KIND_ACTIONS.get(kind, frozenset())
 
-    def keys(self, action: CommandAction) -> frozenset[str]:
-        """What a command sets, for conflicts: entities, or the target itself when unknown."""
+    def group_target(self, text: str) -> str | None:
+        """The group a command target names (``group:<id>``, or a bare id that is no device
+        and is a group), else None."""
+        kind, sep, name = text.partition(":")
+        if not sep:
+            kind, name = "", text
+        if kind == "group":
+            return name
+        if kind or "." in name or _is_template(name):
+            return None
+        if self.known.devices is not None and name in self.known.devices:
+            return None
+        return name if name in self.known.groups or name in self.known.group_members else None
+
+    def _holds_group(self, outer: str, group_id: str, seen: frozenset[str]) -> bool:
+        """Whether a command to group ``outer`` goes to all of group ``group_id``: it is that
+        group, or holds it as a member (at any depth)."""
+        if outer == group_id:
+            return True
+        if outer in seen:
+            return False
+        for member in self.known.group_members.get(outer, ()):
+            inner = self.group_target(member)
+            if inner is not None and self._holds_group(inner, group_id, seen | {outer}):
+                return True
+        return False
+
+    def group_change(self, action: CommandAction, group_id: str) -> tuple[_Verdict, _Change]:
+        """Whether a command moves a group's aggregated value, and to what: commanding the
+        group itself (or a group holding it) does, and so does commanding a member."""
+        key = (action.target, action.action, group_id)
+        found = self._group_changes.get(key)
+        if found is not None:
+            return found
+        verdicts: list[_Verdict] = []
+        changes: list[_Change] = []
+        outer = self.group_target(action.target)
+        if outer is not None and self._holds_group(outer, group_id, frozenset()):
+            verdicts.append(True)
+            changes.append(_change(action, None))
+        for entity_id, reached in (self.reach(action) or {}).items():
+            member = self._unless_unknown(
+                entity_id, self.in_group(group_id, entity_id, frozenset())
+            )
+            if member is False:
+                continue
+            if member is not True:
+                member = _reworded(
+                    member, f"only if {entity_id} is in group {group_id!r}; {member}"
+                )
+            verdicts.append(_both_verdicts(reached, member))
+            changes.append(_change(action, self.known.entity_kinds.get(entity_id)))
+        verdict = _any_verdict(verdicts)
+        values: frozenset[Any] | None = frozenset()
+        for change in changes:
+            values = None if values is None or change.values is None else values | change.values
+        aggregate = self.known.group_aggregates.get(group_id, Aggregate.ANY.value)
+        found = (verdict, _aggregated(_Change(values, {}), aggregate))
+        self._group_changes[key] = found
+        return found
+
+    def keys(self, action: CommandAction) -> list[tuple[str, _Verdict]]:
+        """What a command sets, for conflicts: the entities it reaches (certain ones first),
+        then the target itself (a group as ``group:<id>``) for what cannot be told."""
         reached = self.reach(action)
-        if reached is not None:
-            return reached
-        if _is_template(action.target):
-            return frozenset()
+        if reached is None:
+            return []
+        # A group that may hold anything would make every entity a possible conflict.
+        found = [(e, verdict) for e, verdict in reached.items() if not isinstance(verdict, _Open)]
+        out = sorted(found, key=lambda item: (item[1] is not True, item[0]))
         text = action.target
-        return frozenset({text[len("entity:") :] if text.startswith("entity:") else text})
+        if not _entity_target(text):
+            group = self.group_target(text)
+            out.append((text if group is None else f"{GROUP_PREFIX}{group}", True))
+        return out
 
     def location(self, effect: _Effect) -> str:
         """``file:line:col`` of an effect's step, as issues show it."""
@@ -1179,7 +1467,7 @@ class _Checker:
     # --- conflicts ---
 
     def _conflicts(self) -> None:
-        by_key: dict[str, list[tuple[_Effect, dict[str, Any]]]] = {}
+        by_key: dict[str, list[tuple[_Effect, dict[str, Any], _Verdict]]] = {}
         for effect in self.effects:
             action = effect.action
             if not isinstance(action, CommandAction) or not effect.rule.enabled:
@@ -1187,26 +1475,40 @@ class _Checker:
             settings = _settings(action)
             if not settings or effect.facts.impossible():
                 continue
-            for key in sorted(self.keys(action)):
-                by_key.setdefault(key, []).append((effect, settings))
+            for key, verdict in self.keys(action):
+                by_key.setdefault(key, []).append((effect, settings, verdict))
+        # Each pair of steps once, on the key they share most surely (a certain one before one
+        # known only at run time), in the order the keys were first met.
+        pairs: dict[tuple[int, int], tuple[bool, int, str, _Verdict]] = {}
+        order = {id(effect): index for index, effect in enumerate(self.effects)}
+        for rank, (key, items) in enumerate(by_key.items()):
+            for (first, _, one), (second, _, other) in itertools.combinations(items, 2):
+                verdict = _both_verdicts(one, other)
+                pair = (order[id(first)], order[id(second)])
+                best = (verdict is not True, rank, key, verdict)
+                if pair not in pairs or best[:2] < pairs[pair][:2]:
+                    pairs[pair] = best
         reported: set[tuple[str, str]] = set()
-        for key, items in by_key.items():
-            for (first, one), (second, other) in itertools.combinations(items, 2):
-                pair = (first.rule.id, second.rule.id)
-                if pair in reported:
-                    continue
-                sides = _differ(first, one, second, other)
-                if sides is None:
-                    continue
-                if first.rule is second.rule:
-                    if self._same_run(first, second):
-                        reported.add(pair)
-                        self._report_parallel(key, first, second, sides)
-                    continue
-                event = self._same_event(first, second)
-                if event is not None:
-                    reported.add(pair)
-                    self._report_conflict(key, first, second, sides, event)
+        for (a, b), (_, _, key, verdict) in sorted(pairs.items(), key=lambda p: (p[1][:2], p[0])):
+            first, second = self.effects[a], self.effects[b]
+            assert isinstance(first.action, CommandAction)
+            assert isinstance(second.action, CommandAction)
+            rules = (first.rule.id, second.rule.id)
+            if rules in reported:
+                continue
+            sides = _differ(first, _settings(first.action), second, _settings(second.action))
+            if sides is None:
+                continue
+            sides = (_through(first.action, key, sides[0]), _through(second.action, key, sides[1]))
+            if first.rule is second.rule:
+                if self._same_run(first, second):
+                    reported.add(rules)
+                    self._report_parallel(key, first, second, sides, verdict)
+                continue
+            event = self._same_event(first, second)
+            if event is not None:
+                reported.add(rules)
+                self._report_conflict(key, first, second, sides, event, verdict)
 
     def _same_run(self, first: _Effect, second: _Effect) -> bool:
         """Whether two steps of one rule run together: in different branches of a parallel."""
@@ -1234,24 +1536,32 @@ class _Checker:
         return None
 
     def _report_conflict(
-        self, key: str, first: _Effect, second: _Effect, sides: tuple[str, str], event: str
+        self,
+        key: str,
+        first: _Effect,
+        second: _Effect,
+        sides: tuple[str, str],
+        event: str,
+        verdict: _Verdict,
     ) -> None:
+        may = "set" if verdict is True else "may set"
         message = (
             f"rules {first.rule.id!r} ({self.location(first)}) and {second.rule.id!r} "
-            f"({self.location(second)}) both react to {event} and set {key} to different "
+            f"({self.location(second)}) both react to {event} and {may} {key} to different "
             f"values ({sides[0]} vs {sides[1]})"
         )
-        self.warn(second.rule, second.action.pos, second.path, (), message)
+        self.warn(second.rule, second.action.pos, second.path, (), message + _why(verdict))
 
     def _report_parallel(
-        self, key: str, first: _Effect, second: _Effect, sides: tuple[str, str]
+        self, key: str, first: _Effect, second: _Effect, sides: tuple[str, str], verdict: _Verdict
     ) -> None:
+        may = "sets" if verdict is True else "may set"
         message = (
-            f"rule {first.rule.id!r} sets {key} to different values at the same time in "
+            f"rule {first.rule.id!r} {may} {key} to different values at the same time in "
             f"parallel branches ({self.location(first)} and {self.location(second)}): "
             f"{sides[0]} vs {sides[1]}"
         )
-        self.warn(second.rule, second.action.pos, second.path, (), message)
+        self.warn(second.rule, second.action.pos, second.path, (), message + _why(verdict))
 
     # --- loops ---
 
@@ -1259,30 +1569,43 @@ class _Checker:
         rules = [rule for rule in self.rules if rule.enabled]
         nodes = [(rule, index) for rule in rules for index in range(len(rule.triggers))]
         by_entity: dict[str, list[int]] = {}
+        by_group: dict[str, list[int]] = {}
         by_event: dict[str, list[int]] = {}
         for n, (rule, index) in enumerate(nodes):
             trigger = rule.triggers[index]
             if isinstance(trigger, StateTrigger | NumericTrigger):
                 for entity_id in trigger.entity_ids:
-                    by_entity.setdefault(entity_id, []).append(n)
+                    group = group_of(entity_id)
+                    if group is None:
+                        by_entity.setdefault(entity_id, []).append(n)
+                    else:
+                        by_group.setdefault(group, []).append(n)
             elif isinstance(trigger, EventTrigger):
                 by_event.setdefault(trigger.event_type, []).append(n)
         effects_of: dict[str, list[_Effect]] = {}
         for effect in self.effects:
             effects_of.setdefault(effect.rule.id, []).append(effect)
-        edges: list[dict[int, _Effect]] = [{} for _ in nodes]
+        # node -> node it can fire -> the step that does, and why only maybe (None: surely)
+        edges: list[dict[int, tuple[_Effect, str | None]]] = [{} for _ in nodes]
         for n, (rule, index) in enumerate(nodes):
             trigger = rule.triggers[index]
             for effect in effects_of.get(rule.id, ()):
                 if effect.facts.impossible() or not effect.facts.allows(trigger):
                     continue
-                for target in self._fired(n, effect, nodes, by_entity, by_event):
-                    edges[n].setdefault(target, effect)
+                fired = self._fired(n, effect, nodes, by_entity, by_group, by_event)
+                for target, why in fired:
+                    if target not in edges[n] or (why is None and edges[n][target][1] is not None):
+                        edges[n][target] = (effect, why)
         seen: set[tuple[str, ...]] = set()
         for cycle in _cycles(edges):
             hops = [edges[a][b] for a, b in itertools.pairwise((*cycle, cycle[0]))]
-            key = _cycle_key(hops)
+            key = _cycle_key([hop for hop, _ in hops])
             if key in seen:
+                continue
+            if len(key) > 1 and any(why is not None for _, why in hops):
+                # A rule whose command may reach what triggers it is worth a word even when
+                # only the running hub knows; a chain of rules through such guesses is not
+                # (before the first run, every area's devices are unknown).
                 continue
             seen.add(key)
             self._report_loop(hops)
@@ -1295,36 +1618,70 @@ class _Checker:
         effect: _Effect,
         nodes: Sequence[tuple[Rule, int]],
         by_entity: Mapping[str, list[int]],
+        by_group: Mapping[str, list[int]],
         by_event: Mapping[str, list[int]],
-    ) -> Iterator[int]:
-        """The (rule, trigger) nodes a step can fire."""
+    ) -> Iterator[tuple[int, str | None]]:
+        """The (rule, trigger) nodes a step can fire, each with why it only may (or None)."""
         action = effect.action
         if isinstance(action, FireEventAction):
             for n in by_event.get(action.event_type, ()):
                 trigger = nodes[n][0].triggers[nodes[n][1]]
                 assert isinstance(trigger, EventTrigger)
                 if _data_match(trigger.data, action.data):
-                    yield n
+                    yield n, None
             return
-        for entity_id in sorted(self.reach(action) or ()):
+        reached = self.reach(action)
+        if reached is None:
+            return
+        for entity_id, verdict in sorted(reached.items()):
             change = _change(action, self.known.entity_kinds.get(entity_id))
             for n in by_entity.get(entity_id, ()):
-                rule, index = nodes[n]
-                trigger = rule.triggers[index]
-                assert isinstance(trigger, StateTrigger | NumericTrigger)
-                if n == source and _already(change, trigger):
-                    continue
-                if _fires(change, trigger) and _admits(self.base[rule.id], entity_id, change):
-                    yield n
+                if self._fires_node(n, source, nodes, entity_id, change):
+                    yield n, None if verdict is True else str(verdict)
+        for group_id, group_nodes in by_group.items():
+            verdict, change = self.group_change(action, group_id)
+            if verdict is False:
+                continue
+            for n in group_nodes:
+                if self._fires_node(n, source, nodes, f"{GROUP_PREFIX}{group_id}", change):
+                    yield n, None if verdict is True else str(verdict)
 
-    def _report_loop(self, hops: Sequence[_Effect]) -> None:
-        parts = [f"rule {hop.rule.id!r} ({self.location(hop)}) {_hop_text(hop)}" for hop in hops]
-        message = "loop: " + " -> ".join(parts) + f" -> rule {hops[0].rule.id!r}"
-        first = hops[0]
+    def _fires_node(
+        self,
+        n: int,
+        source: int,
+        nodes: Sequence[tuple[Rule, int]],
+        subject: str,
+        change: _Change,
+    ) -> bool:
+        """Whether a change to ``subject`` (an entity or ``group:<id>``) fires node ``n``."""
+        rule, index = nodes[n]
+        trigger = rule.triggers[index]
+        assert isinstance(trigger, StateTrigger | NumericTrigger)
+        if n == source and _already(change, trigger):
+            return False
+        return _fires(change, trigger) and _admits(self.base[rule.id], subject, change)
+
+    def _report_loop(self, hops: Sequence[tuple[_Effect, str | None]]) -> None:
+        parts = [f"rule {hop.rule.id!r} ({self.location(hop)}) {_hop_text(hop)}" for hop, _ in hops]
+        reasons = list(dict.fromkeys(why for _, why in hops if why is not None))
+        words = "possible loop: " if reasons else "loop: "
+        message = words + " -> ".join(parts) + f" -> rule {hops[0][0].rule.id!r}"
+        if reasons:
+            message += f" ({'; '.join(reasons)})"
+        first = hops[0][0]
         self.warn(first.rule, first.action.pos, first.path, (), message)
 
 
 _FOR_ZERO = "'for: 0' waits for no time at all: leave 'for' out, or give a duration"
+
+
+def _unknown_group(group: str, hint: str) -> str:
+    """A group neither hub.yaml nor an earlier run knows: a typo, or one a plug-in adds."""
+    return (
+        f"unknown group {group!r}{hint}: neither hub.yaml nor the stored registry has it; it "
+        "may be a group a plug-in registers while the hub runs (such as a Zigbee2MQTT group)"
+    )
 
 
 def _differ(
@@ -1545,8 +1902,9 @@ def _entity_overlaps(
 ) -> Iterator[tuple[str, _Facts]]:
     if one.attribute != other.attribute or one.for_ != other.for_:
         return  # different attributes change apart; different `for` fire at different times
-    for entity_id in [e for e in one.entity_ids if e in other.entity_ids]:
-        key = (entity_id, one.attribute)
+    theirs = {_subject(e) for e in other.entity_ids}
+    for entity_id in [e for e in one.entity_ids if _subject(e) in theirs]:
+        key = (_subject(entity_id), one.attribute)
         name = entity_id if one.attribute is None else f"{entity_id}'s {one.attribute}"
         held = "" if not one.for_ else f" for {_duration(one.for_)}"
         if isinstance(one, StateTrigger) and isinstance(other, StateTrigger):

@@ -98,7 +98,8 @@ def test_unknown_references_are_reported_with_suggestions(known: Known) -> None:
         "F:21:28: rules[0].actions[0].params.brightness: warning: unknown entity "
         "'kitchen_dimmer.level'",
         "F:22:16: rules[0].actions[1].command: warning: unknown group 'downstairs' "
-        "(did you mean 'upstairs'?)",
+        "(did you mean 'upstairs'?): neither hub.yaml nor the stored registry has it; it may "
+        "be a group a plug-in registers while the hub runs (such as a Zigbee2MQTT group)",
         "F:24:16: rules[0].actions[2].command: warning: unknown area 'kitchn' "
         "(did you mean 'kitchen'?)",
         "F:26:16: rules[0].actions[3].command: warning: unknown area 'gardn' "
@@ -117,8 +118,9 @@ def test_without_a_stored_registry_only_groups_and_areas_are_checked() -> None:
     # target that is not a group or area may be a device, so it is not reported either.
     known = Known(entities=None, devices=None, groups=frozenset(), areas=frozenset({"garden"}))
     assert check("unknown.yaml", known) == [
-        "F:22:16: rules[0].actions[1].command: warning: unknown group 'downstairs' "
-        "(no groups are configured)",
+        "F:22:16: rules[0].actions[1].command: warning: unknown group 'downstairs': neither "
+        "hub.yaml nor the stored registry has it; it may be a group a plug-in registers while "
+        "the hub runs (such as a Zigbee2MQTT group)",
         "F:24:16: rules[0].actions[2].command: warning: unknown area 'kitchn'",
         "F:26:16: rules[0].actions[3].command: warning: unknown area 'gardn' "
         "(did you mean 'garden'?)",
@@ -243,12 +245,23 @@ def test_loops_through_groups_and_areas(known: Known) -> None:
     ]
 
 
-def test_loops_need_to_know_what_groups_and_areas_hold() -> None:
-    # The group and the area exist, but what they hold is not known: no edge through them.
+def test_loops_through_groups_whose_members_are_unknown_are_said_only_of_one_rule() -> None:
+    # The group and the area exist, but what they hold is known only when the hub runs.
     nothing = Known(
         entities=None, devices=None, groups=frozenset({"upstairs"}), areas=frozenset({"kitchen"})
     )
+    # Not even the kinds are known: any entity could be anywhere, which tells nothing.
     assert check("targets.yaml", nothing) == []
+    # With the kinds known, a rule whose command may reach its own trigger is said to be a
+    # possible loop; a chain of two rules through such a guess (kitchen_area_on and
+    # kitchen_plug_off, if the kitchen light is in the kitchen) is not.
+    kinds = {"office_light.light": "light", "kitchen_light.light": "light"}
+    some = dataclasses.replace(nothing, entity_kinds=kinds | {"kitchen_plug.switch": "switch"})
+    assert check("targets.yaml", some) == [
+        "F:6:7: rules[0].actions[0]: warning: possible loop: rule 'office_echo' (F:6:7) "
+        "toggles upstairs -> rule 'office_echo' (only if upstairs reaches office_light.light; "
+        "the members of group 'upstairs' are known only at run time)",
+    ]
 
 
 # ----- smaller mistakes ---------------------------------------------------------------------
@@ -343,7 +356,8 @@ async def test_known_from_a_missing_sqlite_file_does_not_create_it(tmp_path: Pat
     assert known.groups == {"upstairs", "desk"}
     assert known.areas == {"office", "kitchen"}
     assert known.group_members["upstairs"] == ("office_light.light", "group:desk")
-    # Without the registry, groups of entities are still followed.
+    # Without the registry, groups of entities are still followed (and areas as far as
+    # hub.yaml's devices: section tells: here not at all).
     assert check("targets.yaml", known) == [
         "F:6:7: rules[0].actions[0]: warning: loop: rule 'office_echo' (F:6:7) toggles "
         "upstairs -> rule 'office_echo'"
