@@ -162,7 +162,7 @@ class Mirror:
             if state is None:
                 continue
             cached = fragments.get(entity.id)
-            if cached is None or cached[0] is not state:
+            if cached is None or not _same_body(cached[0], state):
                 # States are immutable: serialise each one once, however often it is mirrored.
                 cached = (state, orjson.Fragment(orjson.dumps(_entity_body(state))))
                 fragments[entity.id] = cached
@@ -324,3 +324,15 @@ def _entity_body(state: State) -> dict[str, Any]:
         "context": state.context.id,
         "cause": state.context.describe(),
     }
+
+
+def _same_body(mirrored: State, state: State) -> bool:
+    """True when ``state`` mirrors as ``mirrored`` did: the same state, or a repeat report that
+    moved only ``last_reported`` (which the mirror does not carry)."""
+    return mirrored is state or (
+        mirrored.value is state.value
+        and mirrored.attributes is state.attributes
+        and mirrored.context is state.context
+        and mirrored.last_updated == state.last_updated
+        and mirrored.last_changed == state.last_changed
+    )

@@ -16,10 +16,13 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from hub.topics import Topic, TopicRouter
+
+if TYPE_CHECKING:
+    from hub.paho_speedups import BufferedReceive, BufferedSend
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -146,6 +149,9 @@ class MqttLink:
         self._client: Any = None
         self._sock_fd: int | None = None
         self._writer_registered = False
+        self._receive: BufferedReceive | None = None  # once the client is built
+        self._send: BufferedSend | None = None
+        self._drain_scheduled = False
         self._connected = False
         self._connecting = False
         self._held: list[tuple[str, bytes | str, int, bool]] = []
@@ -199,8 +205,9 @@ class MqttLink:
         if client is not None and self._connected:
             deadline = time.monotonic() + 2.0
             # Let queued QoS 1 messages leave before the goodbye.
-            while client.want_write() and time.monotonic() < deadline:
+            while self._wants_write() and time.monotonic() < deadline:
                 client.loop_write()
+                self._flush_sends()
                 await asyncio.sleep(0.01)
             client.disconnect()
         self._drop_socket()
@@ -234,8 +241,13 @@ class MqttLink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        client.on_publish = self._on_publish
+        # on_publish is set only while publish_acked waits: paho builds a ReasonCode and a
+        # Properties for every QoS 0 message it hands to on_publish (the mirror's states).
         client.on_socket_close = self._on_socket_close
+        from hub import paho_speedups
+
+        self._receive = paho_speedups.BufferedReceive(client)
+        self._send = paho_speedups.BufferedSend(client)
         self._client = client
 
     def _connect_kwargs(self) -> dict[str, Any]:
@@ -291,6 +303,10 @@ class MqttLink:
         if client is not None and client.socket() is not None:
             client._sock_close()  # paho has no public "close without DISCONNECT"
         self._unwatch()
+        if self._receive is not None:
+            self._receive.reset()
+        if self._send is not None:
+            self._send.reset()
 
     def _unwatch(self) -> None:
         if self._sock_fd is not None and self._loop is not None:
@@ -401,6 +417,10 @@ class MqttLink:
 
     def _on_socket_close(self, client: Any, userdata: Any, sock: Any) -> None:
         self._unwatch()
+        if self._receive is not None:
+            self._receive.reset()
+        if self._send is not None:
+            self._send.reset()
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         topic: str = message.topic
@@ -424,24 +444,48 @@ class MqttLink:
     # ----- socket readiness ------------------------------------------------------------------
 
     def _on_readable(self) -> None:
+        self._drain_scheduled = False
         client = self._client
         stats = self.stats
+        receive = self._receive
+        assert receive is not None
         for _ in range(_READ_BURST):
             before = stats.received
             if client.loop_read() != 0 or self._sock_fd is None:
                 break  # disconnected: _on_disconnect has run
-            if stats.received == before:
+            if stats.received == before and not receive.pending():
                 break  # the packet was not a PUBLISH, or the socket is drained
-        # Publishes made by handlers inside paho's callback are queued, not written: send now.
-        if client.want_write():
-            client.loop_write()
-            self._ensure_writer()
+        # What handlers published (commands, PUBACKs) goes out in one write when the socket
+        # is writable, after this turn's other callbacks (the mirror) have added theirs.
+        self._ensure_writer()
+        if self._sock_fd is not None and receive.pending() and not self._drain_scheduled:
+            # Bytes already read do not wake the selector: come back after other callbacks.
+            assert self._loop is not None
+            self._drain_scheduled = True
+            self._loop.call_soon(self._on_readable)
+
+    def _wants_write(self) -> bool:
+        client = self._client
+        return client is not None and (
+            client.want_write() or (self._send is not None and self._send.pending())
+        )
+
+    def _flush_sends(self) -> None:
+        if self._send is None:
+            return
+        try:
+            self._send.flush()
+        except OSError as exc:
+            # A broken connection: reading finds out and runs the disconnect handling.
+            _LOGGER.debug("sending to the broker failed: %s", exc)
+            if self._loop is not None and self._sock_fd is not None:
+                self._loop.call_soon(self._on_readable)
 
     def _ensure_writer(self) -> None:
         client = self._client
         if client is None or self._sock_fd is None or self._loop is None:
             return
-        wants = client.want_write()
+        wants = self._wants_write()
         if wants and not self._writer_registered:
             self._loop.add_writer(self._sock_fd, self._on_writable)
             self._writer_registered = True
@@ -451,7 +495,9 @@ class MqttLink:
 
     def _on_writable(self) -> None:
         if self._client is not None:
-            self._client.loop_write()
+            self._flush_sends()  # older bytes first
+            self._client.loop_write()  # packets paho held back (buffer full, or offline)
+            self._flush_sends()
         self._ensure_writer()
 
     def pending_inbound(self) -> int:
@@ -502,7 +548,7 @@ class MqttLink:
             self._held.append((topic, payload, qos, retain))
             return 0
         info = client.publish(topic, payload, qos=qos, retain=retain)
-        if self._writer_registered is False and client.want_write():
+        if not self._writer_registered:
             self._ensure_writer()
         return int(info.mid)
 
@@ -521,6 +567,7 @@ class MqttLink:
             raise MqttError("the MQTT link is not started")
         future: asyncio.Future[None] = self._loop.create_future()
         self._ack_waiters += 1
+        client.on_publish = self._on_publish
         mid = -1
         try:
             info = client.publish(topic, payload, qos=qos, retain=retain)
@@ -533,6 +580,8 @@ class MqttLink:
         finally:
             self._ack_waiters -= 1
             self._acks.pop(mid, None)
+            if not self._ack_waiters:
+                client.on_publish = None
 
     def validate_publish_topic(self, topic: str) -> str:
         """Return ``topic`` if it is publishable; raise InvalidTopic otherwise."""

@@ -1,18 +1,23 @@
-"""A speed-up for paho-mqtt's MQTT 5 PUBLISH decoding, the hub's ingest hot path.
+"""Speed-ups for paho-mqtt on the hub's hot paths: decoding, reading and writing.
 
-paho builds a new ``Properties`` object for every received PUBLISH, and its constructor
-rebuilds three lookup tables (a list and two dicts of ~30 entries) that never change, then
-``unpack`` calls ``clear``, which walks all ~30 names with string replaces. Measured on the
-target machine that was ~16 µs of CPU per message: a quarter of the hub's whole budget.
-
-The subclass below shares those tables between instances and clears only what is set. It
-behaves identically (same class hierarchy, same attributes, same errors); the test suite
-decodes packets with and without it and compares. It is installed only into paho's packet
-decoder module, and only when that module still uses the stock class.
+- MQTT 5 PUBLISH decoding: paho builds a new ``Properties`` object for every received
+  PUBLISH, and its constructor rebuilds three lookup tables (a list and two dicts of ~30
+  entries) that never change, then ``unpack`` calls ``clear``, which walks all ~30 names with
+  string replaces. Measured on the target machine that was ~16 µs of CPU per message: a
+  quarter of the hub's whole budget. :class:`SharedTableProperties` shares those tables and
+  clears only what is set. It behaves identically (same class hierarchy, same attributes, same
+  errors); the test suite decodes packets with and without it and compares. It is installed
+  only into paho's packet decoder module, and only when that module still uses the stock class.
+- Reading: :class:`BufferedReceive` serves paho's three small ``recv`` calls per packet from
+  one large read.
+- Writing: :class:`BufferedSend` sends what paho writes in one ``send`` per event-loop turn
+  instead of one per packet.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
 from paho.mqtt import _packet
@@ -47,3 +52,104 @@ def install() -> bool:
         return False  # a paho we do not know: leave it alone
     setattr(_packet, "Properties", SharedTableProperties)  # noqa: B010 - paho does not export it
     return True
+
+
+class BufferedReceive:
+    """Serve paho's small reads from one large socket read.
+
+    paho reads every packet with at least three ``recv`` calls (the command byte, each length
+    byte, then the body): three system calls per message, about a tenth of the hub's CPU at
+    high rates. Installed on a client, this reads up to ``size`` bytes at once and hands paho
+    the pieces it asks for. The owner must call :meth:`reset` whenever the socket closes (the
+    bytes left belong to the old connection) and keep reading while :meth:`pending` is true:
+    buffered bytes do not make the socket readable.
+    """
+
+    def __init__(self, client: Any, size: int = 65536) -> None:
+        self._recv = client._sock_recv  # paho's own, which maps TLS's "want read" and so on
+        self._size = size
+        self._buffer = b""
+        self._position = 0
+        client._sock_recv = self
+
+    def __call__(self, bufsize: int) -> bytes:
+        buffer, position = self._buffer, self._position
+        if position >= len(buffer):
+            buffer = bytes(self._recv(self._size))  # BlockingIOError when nothing is waiting
+            if not buffer:
+                return buffer  # the broker closed the connection
+            self._buffer, position = buffer, 0
+        chunk = buffer[position : position + bufsize]
+        self._position = position + len(chunk)
+        return chunk
+
+    def pending(self) -> bool:
+        """True while bytes already read from the socket wait to be handed to paho."""
+        return self._position < len(self._buffer)
+
+    def reset(self) -> None:
+        """Forget buffered bytes (the connection they came from is gone)."""
+        self._buffer = b""
+        self._position = 0
+
+
+_DISCONNECT = 0xE0
+
+
+class BufferedSend:
+    """Collect paho's writes and send them with one system call per batch.
+
+    paho sends every packet with its own ``send`` as soon as it is queued: one system call per
+    message the hub publishes (each mirrored state, each command). Installed on a client, this
+    takes what paho writes into a buffer (paho then counts it as sent) and :meth:`flush` sends
+    the buffer at once; the owner flushes once per event-loop turn, when the socket is writable,
+    and treats :meth:`pending` as "wants to write". Past ``limit`` bytes it refuses more, so paho
+    keeps further packets queued itself. A DISCONNECT is sent at once with what precedes it,
+    because paho closes the socket right after writing one.
+    """
+
+    def __init__(self, client: Any, limit: int = 1 << 20) -> None:
+        self._send = client._sock_send  # paho's own, which maps TLS's "want write" and so on
+        self._limit = limit
+        self._pending = bytearray()
+        client._sock_send = self
+
+    def __call__(self, data: bytes | bytearray) -> int:
+        if len(self._pending) >= self._limit:
+            raise BlockingIOError  # paho keeps the packet and asks to write later
+        self._pending += data
+        if data and data[0] == _DISCONNECT:
+            self._flush_before_close()
+        return len(data)
+
+    def pending(self) -> bool:
+        """True while bytes wait to be sent."""
+        return bool(self._pending)
+
+    def flush(self) -> bool:
+        """Send what the socket takes now; True when nothing is left. Raises OSError when the
+        connection is broken (the buffer is then dropped: it belonged to that connection)."""
+        pending = self._pending
+        try:
+            while pending:
+                sent = self._send(pending)
+                if sent <= 0:
+                    return False
+                del pending[:sent]
+        except BlockingIOError:
+            return False
+        except OSError:
+            pending.clear()
+            raise
+        return True
+
+    def reset(self) -> None:
+        """Forget unsent bytes (the connection they were for is gone)."""
+        self._pending.clear()
+
+    def _flush_before_close(self) -> None:
+        deadline = time.monotonic() + 1.0
+        with contextlib.suppress(OSError):
+            while not self.flush() and time.monotonic() < deadline:
+                time.sleep(0.001)
+        self._pending.clear()

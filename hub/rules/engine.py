@@ -91,6 +91,7 @@ class RuleStore(Protocol):
     async def load_timers(self) -> list[Any]: ...
     def queue_trace(self, trace: Any) -> None: ...
     def queue_history(self, record: Any) -> None: ...
+    def record_history(self, ts: float, kind: str, key: str, data: dict[str, Any]) -> None: ...
 
 
 def fingerprint(rule: Rule) -> str:
@@ -1336,10 +1337,8 @@ class RuleEngine:
                 )
 
     def _history(self, kind: str, key: str, data: dict[str, Any]) -> None:
-        from hub.storage.rules import HistoryRecord
-
         assert self.store is not None
-        self.store.queue_history(HistoryRecord(ts=self.clock.time(), kind=kind, key=key, data=data))
+        self.store.record_history(self.clock.time(), kind, key, data)
 
     # ----- introspection -----------------------------------------------------------------------
 

@@ -127,6 +127,12 @@ class HistoryRecord:
         _check_dict("history record", "data", self.data)
 
 
+_new_object = object.__new__
+_HISTORY_SETTERS = tuple(
+    HistoryRecord.__dict__[name].__set__ for name in ("ts", "kind", "key", "data")
+)
+
+
 # -- the store ---------------------------------------------------------------------------------
 
 
@@ -204,6 +210,18 @@ class RuleStore:
 
     def queue_history(self, record: HistoryRecord) -> None:
         """Append ``record`` to the event history at the next flush."""
+        self._storage.wake_flusher("history record")
+        self._history.append(record)
+
+    def record_history(self, ts: float, kind: str, key: str, data: dict[str, Any]) -> None:
+        """Queue a history record the engine made from checked values: a state change,
+        recorded for every changed reading, skips HistoryRecord's validation (the ingest path)."""
+        record: HistoryRecord = _new_object(HistoryRecord)
+        set_ts, set_kind, set_key, set_data = _HISTORY_SETTERS
+        set_ts(record, ts)
+        set_kind(record, kind)
+        set_key(record, key)
+        set_data(record, data)
         self._storage.wake_flusher("history record")
         self._history.append(record)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from hub.mqtt import MqttLink
 from tests.hubtest import eventually
 from tests.mqttprobe import MqttProbe
@@ -39,3 +41,50 @@ async def test_reconnect_hooks_send_after_the_messages_kept_while_offline(
         assert received == [b"old-0", b"old-1", b"old-2", b"old-3", b"old-4", b"newest"]
     finally:
         await link.stop()
+
+
+async def test_large_bursts_and_big_payloads_arrive_whole_and_in_order(mqtt_url: str) -> None:
+    # The link reads the socket in large chunks and writes many packets at once: messages that
+    # span chunks, and bursts larger than one read, must still arrive whole and in order.
+    topic = "link-burst/data"
+    received: list[bytes] = []
+    link = MqttLink(mqtt_url, client_id="link-burst-test")
+    await link.start()
+    try:
+        link.subscribe(topic, lambda t, payload, at: received.append(bytes(payload)), owner="test")
+        with MqttProbe(mqtt_url) as probe:
+            await asyncio.to_thread(probe.subscribe, f"{topic}/back")
+            payloads = [f"m{i:05d}".encode() * (1 + i % 7) for i in range(3000)]
+            payloads.insert(1500, bytes(range(256)) * 600)  # 150 KB: spans many reads
+            for payload in payloads:
+                await asyncio.to_thread(probe.publish, topic, payload, 0)
+            await eventually(lambda: len(received) == len(payloads), 20, "not all received")
+            assert received == payloads
+            # And the other way: a burst published in one loop turn reaches the broker whole.
+            for i in range(2000):
+                link.publish(f"{topic}/back", f"back-{i}".encode())
+            link.publish(f"{topic}/back", bytes(range(256)) * 600)
+            got = [
+                (await asyncio.to_thread(probe.wait_for, f"{topic}/back", None, 10))[1]
+                for _ in range(2001)
+            ]
+        assert got[:2000] == [f"back-{i}".encode() for i in range(2000)]
+        assert got[2000] == bytes(range(256)) * 600
+    finally:
+        await link.stop()
+
+
+async def test_stop_says_goodbye_so_the_broker_keeps_the_last_will(mqtt_url: str) -> None:
+    # Writes are batched; the DISCONNECT must still reach the broker before the socket closes,
+    # or the broker would announce the hub as gone (its last will) on every clean stop.
+    will_topic = "link-will/status"
+    with MqttProbe(mqtt_url) as probe:
+        await asyncio.to_thread(probe.subscribe, will_topic)
+        link = MqttLink(mqtt_url, client_id="link-will-test", will=(will_topic, b"offline"))
+        await link.start()
+        link.publish(will_topic, b"online", qos=1, retain=False)
+        await asyncio.to_thread(probe.wait_for, will_topic, lambda p: p == b"online", 5)
+        await link.stop()
+        await asyncio.sleep(1.0)
+        with pytest.raises(AssertionError):
+            await asyncio.to_thread(probe.wait_for, will_topic, lambda p: p == b"offline", 1)
