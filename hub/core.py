@@ -157,7 +157,8 @@ class Hub:
         A report that repeats the current value and attributes (most of a firmware's periodic
         telemetry) only moves ``last_reported`` and returns None: no StateChanged, nothing
         recorded, as Home Assistant separates state_reported from state_changed. A repeat that
-        confirms a command, and every button press, is still announced.
+        confirms a command is still announced, and every button press is a change (its
+        ``last_changed`` moves), even the same press twice.
 
         ``fresh`` (one dict per device message) shares one new device Context between the
         readings of a message that change with no command behind them: one message, one cause.
@@ -175,19 +176,15 @@ class Hub:
             merged: Mapping[str, Any] = attributes
             changed = True
         else:
-            changed = old.value != value
+            # A button's state is its last press: the same press again is a new event.
+            changed = old.value != value or entity.kind is EntityKind.BUTTON
             merged = old.attributes
             if attributes:
                 for key, attribute in attributes.items():
                     if key not in merged or merged[key] != attribute:
                         merged = {**merged, **attributes}
                         break
-            if (
-                not changed
-                and merged is old.attributes
-                and cause is None
-                and entity.kind is not EntityKind.BUTTON
-            ):
+            if not changed and merged is old.attributes and cause is None:
                 states[entity_id] = make_state(
                     entity_id,
                     old.value,

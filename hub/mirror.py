@@ -106,8 +106,9 @@ class Mirror:
             old is not None
             and old.value == event.new.value
             and old.attributes == event.new.attributes
+            and old.last_changed == event.new.last_changed
         ):
-            return  # a repeat report: the retained state is still right
+            return  # a repeat report: the retained state is still right (a press is not)
         self._dirty.add(event.device_id)
         self._schedule_flush()
 

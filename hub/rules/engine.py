@@ -250,8 +250,12 @@ class StateWatch(_HeldWatch):
         t = self.trigger
         old_v = _value(event.old, t.attribute)
         new_v = _value(event.new, t.attribute)
-        if event.old is not None and old_v == new_v:
-            return  # a repeated report: nothing changed for this trigger
+        if (
+            event.old is not None
+            and old_v == new_v
+            and (t.attribute is not None or event.new.last_changed == event.old.last_changed)
+        ):
+            return  # a repeated report: nothing changed for this trigger (a button press is)
         self._changed(event.entity_id, event.old is not None, old_v, new_v, event.new.context, {})
 
     def on_group(self, event: GroupStateChanged) -> None:
@@ -694,6 +698,7 @@ class RuleEngine:
                 old is None
                 or old.value != event.new.value
                 or old.attributes != event.new.attributes
+                or old.last_changed != event.new.last_changed  # a button pressed again
             ):
                 self._history(
                     "state",

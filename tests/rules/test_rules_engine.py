@@ -630,3 +630,29 @@ async def test_command_nobody_confirms_times_out_and_the_reason_is_traced(tmp_pa
     assert trace["outcome"] == "error"
     assert "deaf.light did not report the expected state within" in trace["error"]
     assert h.notifications == ["other rules keep running"]
+
+
+async def test_the_same_button_press_twice_fires_twice(tmp_path: Path) -> None:
+    # A remote sends "single" for every single press: each is a new event, while a switch that
+    # repeats "on" is not a change.
+    h = Harness.from_yaml(
+        tmp_path,
+        """
+        - id: pressed
+          triggers: [{state: button1.button, to: single}]
+          actions:
+            - notify: pressed
+        - id: switched
+          triggers: [{state: plug1.switch, to: "on"}]
+          actions:
+            - notify: switched on
+        """,
+    )
+    await h.start()
+    for _ in range(2):
+        await h.set("button1.button", "single")
+        await h.set("plug1.switch", "on")
+        await h.advance(1)
+        await h.idle()
+    assert h.notifications.count("pressed") == 2
+    assert h.notifications.count("switched on") == 1
