@@ -6,7 +6,7 @@ import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Self, TypeVar, Union, get_args, get_origin
 from urllib.parse import unquote, urlsplit
 
 from pydantic import (
@@ -320,7 +320,27 @@ class LoggingSection(BaseModel):
     format: Annotated[Literal["text", "json"], BeforeValidator(_lower)] = "text"
 
 
-class RulesSection(BaseModel):
+class _RelativeToConfig(BaseModel):
+    """A section whose paths are relative to the folder of the hub.yaml it was loaded from."""
+
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _remember_base(self, info: ValidationInfo) -> Self:
+        base_dir = (info.context or {}).get("base_dir")
+        if isinstance(base_dir, Path):
+            self._base_dir = base_dir
+        return self
+
+    def _resolve(self, text: str, base_dir: Path | None) -> Path:
+        """``text`` as a path, a relative one made absolute under ``base_dir`` (default: the
+        folder of the hub.yaml this was loaded from, else the current folder)."""
+        base = base_dir if base_dir is not None else self._base_dir or Path.cwd()
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else base / path
+
+
+class RulesSection(_RelativeToConfig):
     """Where rule files live and how much of their runs the hub keeps."""
 
     model_config = _STRICT
@@ -330,14 +350,6 @@ class RulesSection(BaseModel):
     traces_per_outcome: Annotated[int, Field(ge=1, le=1000)] = 20
     history_keep: Annotated[Duration, Field(gt=0)] = 3 * 86400.0  # "3d"
     history: bool = True
-    _base_dir: Path | None = PrivateAttr(default=None)
-
-    @model_validator(mode="after")
-    def _remember_base(self, info: ValidationInfo) -> RulesSection:
-        base_dir = (info.context or {}).get("base_dir")
-        if isinstance(base_dir, Path):
-            self._base_dir = base_dir
-        return self
 
     @property
     def configured(self) -> bool:
@@ -347,29 +359,16 @@ class RulesSection(BaseModel):
     def resolved_paths(self, base_dir: Path | None = None) -> tuple[Path, ...]:
         """The rule paths, a relative one made absolute under ``base_dir`` (default: the folder
         of the hub.yaml this was loaded from, else the current folder)."""
-        base = base_dir if base_dir is not None else self._base_dir or Path.cwd()
-        resolved = []
-        for text in self.paths:
-            path = Path(text).expanduser()
-            resolved.append(path if path.is_absolute() else base / path)
-        return tuple(resolved)
+        return tuple(self._resolve(text, base_dir) for text in self.paths)
 
 
-class ScenesSection(BaseModel):
+class ScenesSection(_RelativeToConfig):
     """Where the scene files live."""
 
     model_config = _STRICT
 
     # A folder of scene YAML, relative to hub.yaml's folder.
     folder: NonEmpty = "scenes"
-    _base_dir: Path | None = PrivateAttr(default=None)
-
-    @model_validator(mode="after")
-    def _remember_base(self, info: ValidationInfo) -> ScenesSection:
-        base_dir = (info.context or {}).get("base_dir")
-        if isinstance(base_dir, Path):
-            self._base_dir = base_dir
-        return self
 
     @property
     def configured(self) -> bool:
@@ -379,9 +378,7 @@ class ScenesSection(BaseModel):
     def resolved_folder(self, base_dir: Path | None = None) -> Path:
         """The folder, a relative one made absolute under ``base_dir`` (default: the folder of
         the hub.yaml this was loaded from, else the current folder)."""
-        base = base_dir if base_dir is not None else self._base_dir or Path.cwd()
-        path = Path(self.folder).expanduser()
-        return path if path.is_absolute() else base / path
+        return self._resolve(self.folder, base_dir)
 
 
 class AreaConfig(BaseModel):
