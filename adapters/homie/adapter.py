@@ -393,27 +393,39 @@ class Homie(Plugin):
         self._early_bytes -= sum(len(v) for v in device.early.values())
         device.early = {}
 
-    def _on_value(self, topic: str, homie_id: str, path: str, payload: bytes) -> None:
-        if not payload:
-            return  # a retained value being cleared (a property removed)
-        if self._too_large(topic, payload, self.settings.max_payload):
-            return
+    def _property(
+        self, topic: str, homie_id: str, path: str, early_key: str, payload: bytes
+    ) -> tuple[_HomieDevice, EntityPlan, PropertySpec] | None:
+        """The device, entity plan and value spec a property topic names; None when there is
+        none (the message is kept under ``early_key`` until a description may name it, or
+        rejected)."""
         device = self._device(topic, homie_id)
         if device is None:
-            return
+            return None
         plan = device.by_path.get(path)
         if plan is None:
             if device.description is None or device.state == "init":
                 # Not described yet, or being reconfigured: its new description may name it.
-                self._keep_early(device, path, payload)
+                self._keep_early(device, early_key, payload)
             else:
                 self.context.reject(
                     topic,
                     f"{homie_id}: no property {path} in its description",
                     kind="unknown_property",
                 )
-            return
+            return None
         spec = next(s for s in (plan.value, plan.brightness, plan.color) if s and s.path == path)
+        return device, plan, spec
+
+    def _on_value(self, topic: str, homie_id: str, path: str, payload: bytes) -> None:
+        if not payload:
+            return  # a retained value being cleared (a property removed)
+        if self._too_large(topic, payload, self.settings.max_payload):
+            return
+        found = self._property(topic, homie_id, path, path, payload)
+        if found is None:
+            return
+        device, plan, spec = found
         try:
             value = parse_value(spec, payload)
             if spec is plan.brightness:
@@ -487,21 +499,10 @@ class Homie(Plugin):
             return
         if self._too_large(topic, payload, self.settings.max_payload):
             return
-        device = self._device(topic, homie_id)
-        if device is None:
+        found = self._property(topic, homie_id, path, path + _TARGET, payload)
+        if found is None:
             return
-        plan = device.by_path.get(path)
-        if plan is None:
-            if device.description is None or device.state == "init":
-                self._keep_early(device, path + _TARGET, payload)
-            else:
-                self.context.reject(
-                    topic,
-                    f"{homie_id}: no property {path} in its description",
-                    kind="unknown_property",
-                )
-            return
-        spec = next(s for s in (plan.value, plan.brightness, plan.color) if s and s.path == path)
+        device, plan, spec = found
         try:
             value = parse_value(spec, payload)
             in_hub = self._target_value(device, plan, spec, value)
