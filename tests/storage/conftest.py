@@ -11,6 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from hub.storage import Storage
+
 PG_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 
 
@@ -37,3 +39,12 @@ async def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
         async with admin.connect() as conn:
             await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
+
+
+@pytest.fixture
+async def storage(storage_url: str) -> AsyncIterator[Storage]:
+    """A started Storage on the test's database; tests flush by hand."""
+    store = Storage(storage_url, flush_interval=60)
+    await store.start()
+    yield store
+    await store.close()

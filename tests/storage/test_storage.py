@@ -7,13 +7,14 @@ import logging
 import math
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
+from storesupport import raw
 
 from hub.model import (
     Aggregate,
@@ -34,29 +35,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-async def raw(url: str, *statements: str) -> list[tuple[Any, ...]]:
-    """Run SQL on the database behind Storage's back; return the last statement's rows."""
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            result = None
-            for statement in statements:
-                result = await conn.execute(text(statement))
-            return (
-                [tuple(row) for row in result] if result is not None and result.returns_rows else []
-            )
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-async def storage(storage_url: str) -> AsyncIterator[Storage]:
-    store = Storage(storage_url, flush_interval=60)  # tests flush by hand
-    await store.start()
-    yield store
-    await store.close()
 
 
 async def reopen(store: Storage, url: str) -> Storage:

@@ -6,13 +6,13 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, inspect, make_url, text
+from alembic import command
+from sqlalchemy import event, inspect
 from sqlalchemy.ext.asyncio import create_async_engine
+from storesupport import database_at, raw
 
 from hub.model import Context, Device, Entity, EntityKind, Origin, State
 from hub.storage import (
@@ -24,6 +24,7 @@ from hub.storage import (
     TimerRecord,
     TraceRecord,
 )
+from hub.storage.migrations import alembic_config
 from hub.storage.schema import HEAD_REVISION
 
 RULE = Context(Origin.RULE, "night")
@@ -31,32 +32,9 @@ RULE = Context(Origin.RULE, "night")
 # -- helpers ---------------------------------------------------------------------------------
 
 
-async def raw(url: str, *statements: str) -> list[tuple[Any, ...]]:
-    """Run SQL on the database behind Storage's back; return the last statement's rows."""
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            result = None
-            for statement in statements:
-                result = await conn.execute(text(statement))
-            return (
-                [tuple(row) for row in result] if result is not None and result.returns_rows else []
-            )
-    finally:
-        await engine.dispose()
-
-
 async def count(url: str, table: str) -> int:
     [(n,)] = await raw(url, f"SELECT count(*) FROM {table}")
     return int(n)
-
-
-@pytest.fixture
-async def storage(storage_url: str) -> AsyncIterator[Storage]:
-    store = Storage(storage_url, flush_interval=60)  # tests flush by hand
-    await store.start()
-    yield store
-    await store.close()
 
 
 @pytest.fixture
@@ -106,22 +84,7 @@ def lamp_state(value: str, at: float = 1000.0) -> State:
 
 
 async def test_a_database_at_0001_is_migrated_and_keeps_its_data(storage_url: str) -> None:
-    from alembic import command
-
-    from hub.storage.migrations import alembic_config
-
-    database = make_url(storage_url).database
-    if storage_url.startswith("sqlite") and database:
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(storage_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0001"))
-            await conn.execute(
-                text("INSERT INTO areas (id, name, created_at) VALUES ('attic', 'Attic', 1.0)")
-            )
-    finally:
-        await engine.dispose()
+    await database_at(storage_url, "0001")
     assert await raw(storage_url, "SELECT version_num FROM alembic_version") == [("0001",)]
 
     store = Storage(storage_url)

@@ -3,41 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import inspect, make_url, text
+from alembic import command
+from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
+from storesupport import database_at, raw
 
 from hub.storage import Storage, StorageError
+from hub.storage.migrations import alembic_config
 from hub.storage.scenes import SavedState, SceneSnapshot, SceneSnapshotStore
 from hub.storage.schema import HEAD_REVISION
-
-
-async def raw(url: str, *statements: str) -> list[tuple[Any, ...]]:
-    """Run SQL on the database behind Storage's back; return the last statement's rows."""
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            result = None
-            for statement in statements:
-                result = await conn.execute(text(statement))
-            return (
-                [tuple(row) for row in result] if result is not None and result.returns_rows else []
-            )
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-async def storage(storage_url: str) -> AsyncIterator[Storage]:
-    store = Storage(storage_url, flush_interval=60)
-    await store.start()
-    yield store
-    await store.close()
-
 
 MOVIE = SceneSnapshot(
     "movie",
@@ -123,22 +99,7 @@ def test_a_snapshot_checks_itself() -> None:
 
 
 async def test_a_database_at_0003_gets_the_table_and_keeps_its_data(storage_url: str) -> None:
-    from alembic import command
-
-    from hub.storage.migrations import alembic_config
-
-    database = make_url(storage_url).database
-    if storage_url.startswith("sqlite") and database:
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(storage_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0003"))
-            await conn.execute(
-                text("INSERT INTO areas (id, name, created_at) VALUES ('attic', 'Attic', 1.0)")
-            )
-    finally:
-        await engine.dispose()
+    await database_at(storage_url, "0003")
 
     store = Storage(storage_url)
     await store.start()
