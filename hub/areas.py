@@ -52,11 +52,12 @@ def area_id(name: str) -> str:
 
 def find_area(registry: Registry, name: str) -> Area | None:
     """The area ``name`` means: one of that name (case and spacing aside), else of its id."""
-    wanted = clean_name(name).casefold()
+    cleaned = clean_name(name)
+    wanted = cleaned.casefold()
     for area in registry.areas.values():
         if _SPACES.sub(" ", area.name).strip().casefold() == wanted:
             return area
-    return registry.areas.get(area_id(clean_name(name)))
+    return registry.areas.get(area_id(cleaned))
 
 
 def ensure_area(hub: Hub, name: str) -> str:
@@ -67,7 +68,8 @@ def ensure_area(hub: Hub, name: str) -> str:
     found = find_area(hub.registry, name)
     if found is not None:
         return found.id
-    area = Area(area_id(clean_name(name)), clean_name(name))
+    cleaned = clean_name(name)
+    area = Area(area_id(cleaned), cleaned)
     hub.registry.areas[area.id] = area
     hub.registry.invalidate_groups()  # a group may name this area before it exists
     _LOGGER.info("new area %s (%r), suggested by a device", area.id, area.name)
