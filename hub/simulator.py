@@ -15,6 +15,7 @@ import os
 import random
 import re
 import secrets
+import signal
 import socket
 import ssl
 import threading
@@ -1592,9 +1593,20 @@ def run_simulator(
     """
     say = progress or (lambda line: print(line, flush=True))
     event = stop_event or threading.Event()
+    previous_handler: Any = None
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C (or SIGINT from a supervisor) ends the wait below instead of raising
+        # KeyboardInterrupt at whatever the main thread is doing at that moment (inside a
+        # print or a lock), which could leave the shutdown stuck.
+        previous_handler = signal.signal(signal.SIGINT, lambda _signum, _frame: event.set())
     home = build_home(devices, seed=seed, mixed=mixed)
     simulator = Simulator(broker_url, home, rate=rate, prefix=prefix)
-    simulator.start()
+    try:
+        simulator.start()
+    except BaseException:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
+        raise
     say(
         f"simulating {devices} devices under {prefix}/ at {rate:g} reports/s "
         f"(MQTT {simulator.protocol}); Ctrl-C stops"
@@ -1616,4 +1628,6 @@ def run_simulator(
         pass
     finally:
         simulator.stop()
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
         say(f"simulator stopped; {len(simulator.devices)} devices marked offline")
