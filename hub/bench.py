@@ -1292,6 +1292,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    if getattr(args, "replay", False):
+        return _run_replay_command(args, progress)
     try:
         report = run_bench(
             devices=args.devices,
@@ -1311,3 +1313,25 @@ def run_bench_command(args: argparse.Namespace) -> int:
         print(format_table(report))
     # A measured rule event without its command is a failure, like a lost message.
     return 0 if report["lost"] == 0 and not report.get("rule_misses") else 1
+
+
+def _run_replay_command(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
+    from hub.benchreplay import format_replay, run_replay
+
+    if args.scenario == "rules" or args.max:
+        print(
+            "hub bench: --replay takes --scenario core or firmware, without --max", file=sys.stderr
+        )
+        return 2
+    if args.messages < 1:
+        print("hub bench: --messages must be positive", file=sys.stderr)
+        return 2
+    try:
+        report = run_replay(
+            scenario=args.scenario, devices=args.devices, messages=args.messages, progress=progress
+        )
+    except RuntimeError as exc:
+        print(f"hub bench: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2) if args.json else format_replay(report))
+    return 0
