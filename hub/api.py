@@ -306,7 +306,6 @@ class PluginContext:
         storage = self._hub.storage
         if storage is None:
             return
-        import time
 
         from hub.storage import AuditEntry
 
@@ -451,21 +450,7 @@ class PluginContext:
         part of a device's message changes nothing (raises InvalidValue or KeyError naming it).
         The readings share one ``last_updated`` and, where they change, one cause (Context).
         """
-        hub = self._hub
-        validated: list[tuple[Entity, Any, dict[str, Any]]] = []
-        for entity_id, value, attributes in reports:
-            entity = hub.registry.entities.get(entity_id)
-            if entity is None:
-                raise KeyError(f"unknown entity {entity_id!r}")
-            try:
-                validated.append((entity, *hub.validate_report(entity, value, attributes)))
-            except InvalidValue as exc:
-                raise InvalidValue(f"{entity_id}: {exc}") from None
-        # One timestamp and one cause for the whole message (the readings arrived together).
-        now = time.time()
-        fresh: dict[str, Context] = {}
-        for entity, value, attrs in validated:
-            hub.apply_state(entity, value, attrs, now=now, fresh=fresh)
+        self._hub.report_states(reports)
 
     def validate_state(
         self, entity: Entity, value: Any, attributes: Mapping[str, Any] | None = None

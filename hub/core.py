@@ -39,10 +39,12 @@ from hub.model import (
     InvalidValue,
     Origin,
     Registry,
+    State,
     coerce_attributes,
     coerce_value,
     make_context,
     make_state,
+    touch_reported,
 )
 
 if TYPE_CHECKING:
@@ -185,15 +187,7 @@ class Hub:
                         merged = {**merged, **attributes}
                         break
             if not changed and merged is old.attributes and cause is None:
-                states[entity_id] = make_state(
-                    entity_id,
-                    old.value,
-                    merged,
-                    old.last_changed,
-                    old.last_updated,
-                    old.context,
-                    now,
-                )
+                touch_reported(old, now)
                 self.stats.reports += 1
                 return None
         if context is None:
@@ -223,6 +217,45 @@ class Hub:
         event = make_state_changed(entity_id, entity.device_id, old, new)
         self.bus.publish(event)
         return event
+
+    def report_states(self, reports: Sequence[tuple[str, Any, Mapping[str, Any] | None]]) -> None:
+        """Validate every report, then apply them all (see ``PluginContext.report_states``).
+
+        A bare repeat (the current value again, of the same type, no attributes, no command
+        awaiting it) is already valid: it skips validation and only moves ``last_reported``.
+        """
+        entities = self.registry.entities
+        states = self.registry.states
+        pending = self.commands.has_pending
+        validated: list[tuple[Entity, Any, dict[str, Any]]] = []
+        repeats: list[State] = []
+        for entity_id, value, attributes in reports:
+            entity = entities.get(entity_id)
+            if entity is None:
+                raise KeyError(f"unknown entity {entity_id!r}")
+            if not attributes:
+                old = states.get(entity_id)
+                if (
+                    old is not None
+                    and type(value) is type(old.value)
+                    and value == old.value
+                    and entity.kind is not EntityKind.BUTTON
+                    and not pending(entity_id)
+                ):
+                    repeats.append(old)
+                    continue
+            try:
+                validated.append((entity, *self.validate_report(entity, value, attributes)))
+            except InvalidValue as exc:
+                raise InvalidValue(f"{entity_id}: {exc}") from None
+        # One timestamp and one cause for the whole message (the readings arrived together).
+        now = time.time()
+        for old in repeats:
+            touch_reported(old, now)
+        self.stats.reports += len(repeats)
+        fresh: dict[str, Context] = {}
+        for entity, value, attrs in validated:
+            self.apply_state(entity, value, attrs, now=now, fresh=fresh)
 
     def report_state(
         self,

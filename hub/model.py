@@ -247,8 +247,9 @@ class State:
 
     ``last_changed``: the value changed; ``last_updated``: the value or an attribute changed;
     ``last_reported``: the device last reported it, changed or not (0: not since start-up).
-    A report that repeats the current state only moves ``last_reported``: it is not a state
-    change, so it is neither announced on the bus nor recorded.
+    A report that repeats the current state only moves ``last_reported``, in place (see
+    :data:`touch_reported`): it is not a state change, so it is neither announced on the bus
+    nor recorded.
     """
 
     entity_id: str
@@ -338,6 +339,12 @@ def make_state(
     set_context(state, context)
     set_reported(state, last_updated if last_reported is None else last_reported)
     return state
+
+
+touch_reported = _STATE_SETTERS[6]
+"""``touch_reported(state, now)``: a repeated report moves the current State's
+``last_reported`` in place, the one field that does (as in Home Assistant): a repeat is
+not a new state, and most periodic telemetry is repeats."""
 
 
 @dataclass(slots=True)

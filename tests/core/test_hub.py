@@ -471,3 +471,34 @@ def test_killed_hub_is_reported_offline_by_its_last_will(tmp_path: Path, mqtt_ur
             proc.wait(10)
         # No goodbye was possible: the broker publishes the hub's last will.
         probe.wait_for(f"{base}/status", lambda p: p == b"offline", timeout=60)
+
+
+def test_a_bare_repeat_skips_checks_only_when_it_is_the_same_value_of_the_same_type() -> None:
+    from hub.config import HubConfig
+    from hub.model import Device, Entity, EntityKind, InvalidValue
+
+    hub = Hub(HubConfig())  # not started: the registry and the state path need no broker
+    hub.register_device(
+        Device(id="meter", name="Meter", owner="test"),
+        [
+            Entity("meter.power", "meter", "power", EntityKind.SENSOR, "Power", unit="W"),
+            Entity("meter.relay", "meter", "relay", EntityKind.SWITCH, "Relay"),
+        ],
+    )
+    hub.report_states([("meter.power", 1, None), ("meter.relay", "ON", None)])
+    power = hub.registry.states["meter.power"]
+    relay = hub.registry.states["meter.relay"]
+    first_reported = power.last_reported
+    # True equals 1 but is not a power reading: it is checked (and refused), not a repeat.
+    # All or nothing: the good repeat beside it does not move last_reported either.
+    with pytest.raises(InvalidValue, match=r"meter\.power"):
+        hub.report_states([("meter.relay", "on", None), ("meter.power", True, None)])
+    assert hub.registry.states["meter.power"].last_reported == first_reported
+    # "ON" is checked again (the stored value is "on"); 1 again is a bare repeat.
+    changes: list[StateChanged] = []
+    hub.bus.subscribe(StateChanged, changes.append, owner="test")
+    hub.report_states([("meter.power", 1, None), ("meter.relay", "ON", None)])
+    assert changes == []
+    assert hub.registry.states["meter.power"] is power  # the same state, reported again
+    assert power.last_reported > first_reported
+    assert hub.registry.states["meter.relay"].last_reported > relay.last_updated
