@@ -1328,7 +1328,11 @@ def _run_replay_command(args: argparse.Namespace, progress: Callable[[str], None
         return 2
     try:
         report = run_replay(
-            scenario=args.scenario, devices=args.devices, messages=args.messages, progress=progress
+            scenario=args.scenario,
+            devices=args.devices,
+            messages=args.messages,
+            rate=args.rate,
+            progress=progress,
         )
     except RuntimeError as exc:
         print(f"hub bench: {exc}", file=sys.stderr)

@@ -40,7 +40,7 @@ def _percent(part: float, whole: float) -> float:
 
 
 async def _replay(
-    scenario: str, devices: int, messages: int, progress: Callable[[str], None]
+    scenario: str, devices: int, messages: int, rate: float, progress: Callable[[str], None]
 ) -> dict[str, Any]:
     from hub.bench import _BASE, _PREFIX, HOME_SEED, BenchHome, adapters_config
     from hub.broker import make_embedded_broker
@@ -78,13 +78,16 @@ async def _replay(
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)  # replies to the hub's first queries (Tasmota's STATUS)
 
-        # Pre-generated, round-robin over the devices as the paced load does.
+        # Pre-generated, round-robin over the devices as the paced load does, on a clock that
+        # moves at ``rate``: devices' readings drift (and repeat) as they would at that rate.
         rng = random.Random(HOME_SEED)
         plans = [(d, home.dialect_of[d.id].report) for d in home.load_devices]
         generated: list[tuple[str, _Replayed]] = []
+        clock_start = time.time()
         for number in range(messages):
             device, report = plans[number % len(plans)]
-            msg, _carried = report(device, device.next_report(time.time(), rng))
+            simulated = clock_start + number / rate
+            msg, _carried = report(device, device.next_report(simulated, rng))
             generated.append((device.dialect, _Replayed(msg.topic, msg.payload)))
 
         assert hub.mqtt is not None
@@ -123,6 +126,7 @@ async def _replay(
             "scenario": scenario,
             "devices": devices,
             "messages": messages,
+            "rate": rate,
             # The whole process: handlers plus the loop's mirror, storage and socket work.
             "cpu_us_per_msg": round(cpu / messages * 1e6, 1),
             "handler_cpu_us_per_msg": round(handler_cpu / messages * 1e6, 1),
@@ -148,10 +152,16 @@ async def _replay(
 
 
 def run_replay(
-    *, scenario: str, devices: int, messages: int, progress: Callable[[str], None]
+    *,
+    scenario: str,
+    devices: int,
+    messages: int,
+    rate: float,
+    progress: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Replay ``messages`` of ``scenario``'s load through an in-process hub; the report."""
-    return asyncio.run(_replay(scenario, devices, messages, progress))
+    """Replay ``messages`` of ``scenario``'s load, generated as if sent at ``rate`` msgs/s,
+    through an in-process hub; the report."""
+    return asyncio.run(_replay(scenario, devices, messages, rate, progress))
 
 
 def format_replay(report: dict[str, Any]) -> str:
@@ -159,7 +169,7 @@ def format_replay(report: dict[str, Any]) -> str:
     lines = [
         f"scenario          {report['scenario']}",
         f"devices           {report['devices']}",
-        f"messages          {report['messages']}",
+        f"messages          {report['messages']} (generated as at {report['rate']:g} msgs/s)",
         f"CPU per message   {report['cpu_us_per_msg']:.1f} us"
         f" (handlers {report['handler_cpu_us_per_msg']:.1f} us)",
         f"in-process rate   {report['wall_msgs_per_s']:,} msgs/s",

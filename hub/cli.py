@@ -133,8 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--replay",
         action="store_true",
-        help="replay the scenario's messages into an in-process hub and report its CPU time per "
-        "message by dialect (steady on a busy machine; for comparing changes to hot paths)",
+        help="replay the scenario's messages (generated as if sent at --rate) into an "
+        "in-process hub and report its CPU time per message by dialect (steady on a busy "
+        "machine; for comparing changes to hot paths)",
     )
     bench.add_argument(
         "--messages",
