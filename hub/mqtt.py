@@ -423,12 +423,14 @@ class MqttLink:
             self._send.reset()
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        topic: str = message.topic
+        self._dispatch(message.topic, message.payload)
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
         received = time.time()
         self.stats.received += 1
         for handler, owner in self._router.match(topic):
             try:
-                handler(topic, message.payload, received)
+                handler(topic, payload, received)
             except Exception:
                 self.stats.handler_errors += 1
                 _LOGGER.exception("MQTT handler %s failed on %s", owner, topic)
@@ -449,12 +451,33 @@ class MqttLink:
         stats = self.stats
         receive = self._receive
         assert receive is not None
+        # paho's state between packets; without it (a paho we do not know) paho reads all.
+        idle = getattr(client, "_in_packet", None)
+        v5 = self.protocol_version == "5"
+        budget = stats.received + _READ_BURST
         for _ in range(_READ_BURST):
+            if idle is not None and client._in_packet["command"] == 0:
+                # QoS 0 PUBLISHes straight to the handlers; paho takes whatever else comes.
+                ready = receive.pending() or receive.fill()
+                if ready is False:
+                    break  # the socket is drained
+                if ready and receive.take_publishes(self._dispatch, v5, budget - stats.received):
+                    client._last_bytes_received = time.monotonic()  # for paho's keepalive
+                    if stats.received >= budget:
+                        break
+                    if not receive.pending():
+                        continue
             before = stats.received
             if client.loop_read() != 0 or self._sock_fd is None:
                 break  # disconnected: _on_disconnect has run
-            if stats.received == before and not receive.pending():
-                break  # the packet was not a PUBLISH, or the socket is drained
+            if stats.received >= budget:
+                break
+            if (
+                stats.received == before
+                and not receive.pending()
+                and (idle is None or client._in_packet["command"] != 0)
+            ):
+                break  # drained, or paho waits for the rest of a packet
         # What handlers published (commands, PUBACKs) goes out in one write when the socket
         # is writable, after this turn's other callbacks (the mirror) have added theirs.
         self._ensure_writer()

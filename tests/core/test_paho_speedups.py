@@ -64,3 +64,119 @@ def test_install_is_idempotent() -> None:
     assert paho_speedups.install()
     assert paho_speedups.install()
     assert _packet.Properties is paho_speedups.SharedTableProperties
+
+
+# ----- QoS 0 PUBLISH packets handed straight to the hub ------------------------------------------
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value % 128, value // 128
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _publish(
+    topic: bytes,
+    payload: bytes,
+    *,
+    v5: bool,
+    qos: int = 0,
+    retain: bool = False,
+    props: Properties | None = None,
+) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic
+    if qos:
+        body += (7).to_bytes(2, "big")
+    if v5:
+        body += props.pack() if props is not None else b"\x00"
+    body += payload
+    header = 0x30 | (qos << 1) | int(retain)
+    return bytes([header]) + _varint(len(body)) + body
+
+
+class _Socket:
+    """What paho's ``_sock_recv`` would return: the given bytes, then nothing waiting."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __call__(self, size: int) -> bytes:
+        if not self.data:
+            raise BlockingIOError
+        chunk, self.data = self.data[:size], self.data[size:]
+        return chunk
+
+
+def _receiver(data: bytes, size: int = 65536) -> paho_speedups.BufferedReceive:
+    client = type("Client", (), {})()
+    client._sock_recv = _Socket(data)  # type: ignore[attr-defined]
+    return paho_speedups.BufferedReceive(client, size)
+
+
+@pytest.mark.parametrize("v5", [True, False], ids=["mqtt5", "mqtt311"])
+def test_qos0_publishes_are_taken_exactly_as_paho_decodes_them(v5: bool) -> None:
+    protocol = MQTTv5 if v5 else 4
+    packets = [
+        _publish(b"home/plug/state", b'{"power": 1.5}', v5=v5),
+        _publish(b"retained/topic", b"kept", v5=v5, retain=True),
+        _publish("caf\u00e9/\u00fcml".encode(), b"", v5=v5),  # UTF-8 topic, empty payload
+        _publish(b"big", bytes(range(256)) * 80, v5=v5),  # a three-byte remaining length
+    ]
+    if v5:
+        packets.append(_publish(b"with/props", b"x", v5=True, props=_with_properties()))
+    taken: list[tuple[str, bytes]] = []
+    receive = _receiver(b"".join(packets))
+    assert receive.fill() is True
+    assert receive.take_publishes(lambda t, p: taken.append((t, p)), v5, 100) == len(packets)
+    assert not receive.pending()
+    for packet, (topic, payload) in zip(packets, taken, strict=True):
+        # paho's decoder gets the bytes after the fixed header and the remaining length.
+        length_end = 2 if packet[1] < 0x80 else (3 if packet[2] < 0x80 else 4)
+        stock = _packet.decode_publish(packet[0], packet[length_end:], protocol)
+        assert topic == stock.topic.decode()
+        assert payload == stock.payload
+
+
+def test_anything_but_a_complete_plain_qos0_publish_is_left_to_paho() -> None:
+    first = _publish(b"a", b"1", v5=True)
+    for other in (
+        _publish(b"q1", b"2", v5=True, qos=1),  # needs a PUBACK: paho's
+        bytes([0x40, 0x02, 0x00, 0x07]),  # a PUBACK
+        _publish(b"", b"alias", v5=True),  # a topic alias: paho resolves it
+        _publish(b"\xff\xfe", b"bad", v5=True),  # not UTF-8
+        _publish(b"cut", b"short", v5=True)[:-2],  # not all here yet (the last bytes read)
+    ):
+        taken: list[str] = []
+        complete = other[1] == len(other) - 2
+        receive = _receiver(first + other + (first if complete else b""))
+        receive.fill()
+        assert receive.take_publishes(lambda t, p, seen=taken: seen.append(t), True, 100) == 1
+        assert taken == ["a"]
+        # What is left starts at the other packet, for paho to read byte by byte.
+        assert receive(1) == other[:1]
+
+
+def test_taking_stops_at_the_limit_and_when_the_connection_goes() -> None:
+    packets = b"".join(_publish(f"t/{i}".encode(), b"p", v5=False) for i in range(10))
+    receive = _receiver(packets)
+    receive.fill()
+    taken: list[str] = []
+    assert receive.take_publishes(lambda t, p: taken.append(t), False, 4) == 4
+    assert receive.take_publishes(lambda t, p: taken.append(t), False, 100) == 6
+    assert taken == [f"t/{i}" for i in range(10)]
+    assert receive.fill() is False  # nothing more waiting
+
+    receive = _receiver(packets)
+    receive.fill()
+    seen: list[str] = []
+
+    def closing(topic: str, payload: bytes) -> None:
+        seen.append(topic)
+        receive.reset()  # a handler's work closed the connection
+
+    assert receive.take_publishes(closing, False, 100) == 1
+    assert seen == ["t/0"]
+    assert not receive.pending()
