@@ -55,6 +55,7 @@ from hub.api import (
     InvalidValue,
     Plugin,
     PluginContext,
+    State,
 )
 
 _ID_CHARS = re.compile(r"[^a-z0-9_\-]+")
@@ -113,6 +114,8 @@ class Known:
     # Its entities by key as last read from the registry, and the Device they were read from.
     registered: Device | None = None
     by_key: dict[str, Entity] = field(default_factory=dict)
+    # rule index -> how its last message on that rule was read (see _Lane)
+    lanes: dict[int, _Lane] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -123,6 +126,37 @@ class Route:
     rule: Rule
     pattern: TopicPattern
     known: Known | None
+
+
+@dataclass(eq=False, slots=True)
+class _LaneEntry:
+    """One reading of a lane: its mapping, the message variables its entity key was made from,
+    the raw value last read, and the entity's State that reading left."""
+
+    plan: MapPlan
+    key_values: tuple[Any, ...]
+    raw: Any
+    entity_id: str
+    state: State | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Lane:
+    """How a device's last message on one rule was read, once it was plain: values only (no
+    attributes, lists or availability), every entity already registered, the device online.
+
+    Periodic telemetry repeats that shape: the next message whose readings come from the same
+    mappings for the same entities is reported straight from them, and a reading whose raw
+    value and entity state are as the lane left them is a repeat without transforms. Anything
+    else (another shape, a failed transform, a refused value) goes the full way, which also
+    gives the exact rejection.
+    """
+
+    device: Device  # the registry's Device the lane was built against
+    # (mapping, key variables) -> its entry: a message may carry any subset of them (Shelly
+    # and Zigbee devices send only what changed)
+    entries: dict[tuple[MapPlan, tuple[Any, ...]], _LaneEntry]
+    entity_ids: set[str]
 
 
 @dataclass(slots=True)
@@ -146,6 +180,9 @@ class _DeviceBatch:
     available: bool | None = None
     entities: dict[str, _Pending] = field(default_factory=dict)
     binds: dict[str, Any] = field(default_factory=dict)
+    rule: Rule | None = None  # the one rule that read it, for a lane (None: several)
+    # (mapping, key variables, raw value, entity key) per reading, while a lane can be built
+    trace: list[tuple[MapPlan, tuple[Any, ...], Any, str]] | None = field(default_factory=list)
 
 
 # ----- the plug-in -------------------------------------------------------------------------------
@@ -399,9 +436,11 @@ class FirmwareProfiles(Plugin):
             raise Reject(
                 f"payload of {len(payload)} bytes is over {self.settings.max_payload}", "too_large"
             )
+        parsed: list[Any] = []  # the JSON payload, decoded once for every rule that needs it
+        if payload and self._via_lane(payload, matches, parsed):
+            return
         batches: dict[tuple[str, str], _DeviceBatch] = {}
         removals: list[Known] = []
-        parsed: list[Any] = []  # the JSON payload, decoded once for every rule that needs it
         for route, from_topic in matches:
             # Each rule gets its own copy: it adds what the payload says.
             variables = dict(from_topic)
@@ -410,8 +449,152 @@ class FirmwareProfiles(Plugin):
             self._apply_rule(route, variables, topic, payload, parsed, batches, removals)
         if batches:
             self._commit(topic, batches)
+            if len(batches) == 1 and not removals:
+                for batch in batches.values():
+                    self._keep_lane(batch)
         for known in removals:
             self._forget(known)
+
+    def _via_lane(
+        self,
+        payload: bytes,
+        matches: tuple[tuple[Route, dict[str, Any]], ...],
+        parsed: list[Any],
+    ) -> bool:
+        """Report the message through its device's lane; False (nothing changed) when it
+        cannot, and the full way must read it."""
+        chosen: tuple[Route, dict[str, Any]] | None = None
+        data: Any = None
+        for route, from_topic in matches:
+            rule = route.rule
+            if not _lane_rule(rule):
+                return False
+            if data is None:
+                try:
+                    data = self._decode_json(payload, parsed)
+                except Reject:
+                    return False
+                if type(data) is not dict:
+                    return False
+            variables = dict(from_topic)
+            if route.known is not None:
+                variables.setdefault(route.install.profile.device.key, route.known.key)
+            if rule.when and not _conditions_hold(rule.when, data, variables):
+                continue
+            if chosen is not None:
+                return False  # several rules read it: the full way merges them
+            chosen = (route, variables)
+        if chosen is None:
+            return False
+        route, variables = chosen
+        rule, profile = route.rule, route.install.profile
+        known = route.known
+        if known is None:
+            key = variables.get(profile.device.key)
+            if key is None:
+                return False
+            known = self._known.get((profile.name, text_of(key)))
+            if known is None:
+                return False
+        lane = known.lanes.get(rule.index)
+        if lane is None:
+            return False
+        context = self.context
+        device = context.devices.get(known.device_id)
+        if device is not lane.device or not device.available:
+            return False  # registered anew (the full way renews the lane), or offline
+        bindings = variables
+        for name, path in rule.bind:
+            value = path.get(data) if path.literal else MISSING
+            if value is not MISSING and not isinstance(value, dict | list):
+                bindings[name] = value
+        readings = rule.plan.readings(data, bindings)
+        if not readings:
+            return False
+        entries = lane.entries
+        state_of = context.state
+        reports: list[tuple[str, Any, Any]] = []
+        changed: list[tuple[_LaneEntry, Any]] = []
+        used: list[_LaneEntry] = []
+        for plan, raw, bound in readings:
+            names = plan.entity_names
+            entry = entries.get(
+                (plan, tuple(bound.get(name, MISSING) for name in names) if names else ())
+            )
+            if entry is None:
+                return False
+            used.append(entry)
+            state = state_of(entry.entity_id)
+            if state is None:
+                return False
+            if state is entry.state and type(raw) is type(entry.raw) and raw == entry.raw:
+                reports.append((entry.entity_id, state.value, None))  # a repeat
+                continue
+            value = raw
+            fmap = plan.fmap
+            if fmap.transforms:
+                try:
+                    value = apply_all(fmap.transforms, value)
+                except TransformError:
+                    return False
+            if value is SKIP or value is None or isinstance(value, dict | list):
+                return False
+            reports.append((entry.entity_id, value, None))
+            changed.append((entry, raw))
+        try:
+            context.report_states(reports)
+        except (InvalidValue, KeyError):
+            return False  # nothing was applied: the full way rejects it, saying why
+        for entry, raw in changed:
+            entry.raw = raw
+        for entry in used:
+            entry.state = state_of(entry.entity_id)
+        return True
+
+    def _keep_lane(self, batch: _DeviceBatch) -> None:
+        """After the full way: remember how a plain message was read, adding to what the
+        device's lane knows (see _Lane)."""
+        known, rule, trace = batch.known, batch.rule, batch.trace
+        if batch.new or batch.rekey is not None or batch.var_updates:
+            # Its variables changed: entity keys made from them may change too.
+            known.lanes.clear()
+            return
+        if (
+            rule is None
+            or not trace
+            or not _lane_rule(rule)
+            or batch.available is not None
+            or len(trace) != len(batch.entities)
+        ):
+            return  # not plain; what the lane knows is still right (states are checked)
+        device = self.context.devices.get(known.device_id)
+        if device is None or not device.available:
+            return
+        lane = known.lanes.get(rule.index)
+        if lane is None:
+            lane = known.lanes[rule.index] = _Lane(device, {}, set())
+        lane.device = device  # the device may have been registered anew (a new entity)
+        by_key = self._entity_map(known)
+        for plan, key_values, raw, key in trace:
+            pending = batch.entities.get(key)
+            entity = by_key.get(key)
+            state = self.context.state(entity.id) if entity is not None else None
+            if pending is None or pending.attributes or state is None:
+                known.lanes.pop(rule.index, None)
+                return
+            slot = (plan, key_values)
+            entry = lane.entries.get(slot)
+            if entry is None:
+                if state.entity_id in lane.entity_ids:
+                    known.lanes.pop(rule.index, None)  # two mappings for one entity
+                    return
+                lane.entries[slot] = _LaneEntry(plan, key_values, raw, state.entity_id, state)
+                lane.entity_ids.add(state.entity_id)
+            elif entry.entity_id != state.entity_id:
+                known.lanes.pop(rule.index, None)
+                return
+            else:
+                entry.raw, entry.state = raw, state
 
     def _decode_json(self, payload: bytes, parsed: list[Any]) -> Any:
         if not parsed:
@@ -501,6 +684,9 @@ class FirmwareProfiles(Plugin):
         if batch is None:
             batch = batches[ident] = _DeviceBatch(known, new=known.device_id == "")
             batch.rekey = rekey
+            batch.rule = rule
+        else:
+            batch.rule = batch.trace = None  # read by several rules: no lane
         # Variables the device told us about (its name, MAC, FullTopic...), applied only if
         # the whole message is accepted.
         for name, value in variables.items():
@@ -615,6 +801,7 @@ class FirmwareProfiles(Plugin):
     def _collect(self, batch: _DeviceBatch, plan: MapPlan, value: Any, bindings: Bindings) -> None:
         fmap = plan.fmap
         if fmap.each is not None and isinstance(value, list):
+            batch.trace = None  # one reading, several entities: no lane
             for index, item in enumerate(value):
                 self._collect_one(
                     batch, plan, fmap.each, item, {**bindings, "item": index + 1, "index": index}
@@ -631,14 +818,17 @@ class FirmwareProfiles(Plugin):
         bindings: Bindings,
     ) -> None:
         fmap = plan.fmap
+        raw = value
         if fmap.transforms:
             try:
                 value = apply_all(fmap.transforms, value)
             except TransformError as exc:
                 raise Reject(f"{fmap.path.source or 'payload'}: {exc}", "wrong_type") from None
             if value is SKIP:
+                batch.trace = None
                 return
         if value is None:
+            batch.trace = None
             return
         if isinstance(value, dict | list):
             raise Reject(
@@ -663,10 +853,19 @@ class FirmwareProfiles(Plugin):
         if not key:
             raise Reject(f"{fmap.where}: empty entity key", "wrong_type")
         pending = batch.entities.get(key)
+        trace = batch.trace
         if pending is None:
             pending = batch.entities[key] = _Pending(fmap, bindings)
-        elif pending.fmap.kind in fmap.upgrades:
-            pending.fmap, pending.bindings = fmap, {**pending.bindings, **bindings}
+            if trace is not None:
+                if fmap.attribute is None and key_template is fmap.entity:
+                    names = plan.entity_names
+                    trace.append((plan, tuple(bindings.get(n, MISSING) for n in names), raw, key))
+                else:
+                    batch.trace = None
+        else:
+            batch.trace = None  # two readings for one entity: no lane
+            if pending.fmap.kind in fmap.upgrades:
+                pending.fmap, pending.bindings = fmap, {**pending.bindings, **bindings}
         if fmap.attribute is None:
             pending.value = value
         else:
@@ -1090,6 +1289,21 @@ def _render_or_none(template: Template, variables: Mapping[str, Any]) -> str | N
         return template.render(variables.__getitem__)
     except TemplateError:
         return None
+
+
+def _lane_rule(rule: Rule) -> bool:
+    """Whether a rule's messages can go through a lane: JSON readings only, with nothing that
+    identifies, announces, removes or marks devices, and no error field to look for."""
+    return (
+        rule.format == "json"
+        and bool(rule.decode)
+        and not rule.device_vars
+        and rule.correlate is None
+        and rule.availability is None
+        and not rule.remove_on_empty
+        and not rule.announce
+        and rule.error is None
+    )
 
 
 def _conditions_hold(conditions: tuple[Condition, ...], data: Any, bindings: Bindings) -> bool:
