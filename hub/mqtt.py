@@ -150,6 +150,7 @@ class MqttLink:
         self._sock_fd: int | None = None
         self._writer_registered = False
         self._receive: BufferedReceive | None = None  # once the client is built
+        self._paho_clock: Callable[[], float] = time.monotonic
         self._send: BufferedSend | None = None
         self._drain_scheduled = False
         self._connected = False
@@ -247,6 +248,7 @@ class MqttLink:
         from hub import paho_speedups
 
         self._receive = paho_speedups.BufferedReceive(client)
+        self._paho_clock = paho.time_func  # the clock paho's keepalive reads
         self._send = paho_speedups.BufferedSend(client)
         self._client = client
 
@@ -462,7 +464,7 @@ class MqttLink:
                 if ready is False:
                     break  # the socket is drained
                 if ready and receive.take_publishes(self._dispatch, v5, budget - stats.received):
-                    client._last_bytes_received = time.monotonic()  # for paho's keepalive
+                    client._last_bytes_received = self._paho_clock()  # for paho's keepalive
                     if stats.received >= budget:
                         break
                     if not receive.pending():
