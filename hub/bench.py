@@ -1322,8 +1322,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
     if getattr(args, "replay", False):
         return _run_replay_command(args, progress)
-    try:
-        report = run_bench(
+    report = _run_and_print(
+        lambda: run_bench(
             devices=args.devices,
             rate=args.rate,
             duration=args.duration,
@@ -1331,16 +1331,31 @@ def run_bench_command(args: argparse.Namespace) -> int:
             find_max=args.max,
             progress=progress,
             rules=rules,
-        )
-    except RuntimeError as exc:
-        print(f"hub bench: {exc}", file=sys.stderr)
+        ),
+        format_table,
+        as_json=args.json,
+    )
+    if report is None:
         return 1
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(format_table(report))
     # A measured rule event without its command is a failure, like a lost message.
     return 0 if report["lost"] == 0 and not report.get("rule_misses") else 1
+
+
+def _run_and_print(
+    run: Callable[[], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+    *,
+    as_json: bool,
+) -> dict[str, Any] | None:
+    """Run a measurement and print its report (JSON or table); None, said on stderr, when it
+    could not run."""
+    try:
+        report = run()
+    except RuntimeError as exc:
+        print(f"hub bench: {exc}", file=sys.stderr)
+        return None
+    print(json.dumps(report, indent=2) if as_json else table(report))
+    return report
 
 
 def _run_replay_command(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
@@ -1354,16 +1369,15 @@ def _run_replay_command(args: argparse.Namespace, progress: Callable[[str], None
     if args.messages < 1:
         print("hub bench: --messages must be positive", file=sys.stderr)
         return 2
-    try:
-        report = run_replay(
+    report = _run_and_print(
+        lambda: run_replay(
             scenario=args.scenario,
             devices=args.devices,
             messages=args.messages,
             rate=args.rate,
             progress=progress,
-        )
-    except RuntimeError as exc:
-        print(f"hub bench: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(report, indent=2) if args.json else format_replay(report))
-    return 0
+        ),
+        format_replay,
+        as_json=args.json,
+    )
+    return 0 if report is not None else 1
