@@ -47,6 +47,7 @@ from hub.model import (
     check_id,
 )
 from hub.notify import Delivery, DeliveryResult, NotificationChannel
+from hub.repeats import RepeatMemo
 from hub.yamlsource import ConfigIssue, SourceDoc, SourceError, load_yaml
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ __all__ = [
     "Person",
     "Plugin",
     "PluginContext",
+    "RepeatMemo",
     "Reply",
     "ReplyAction",
     "ReplyField",
@@ -451,6 +453,11 @@ class PluginContext:
         The readings share one ``last_updated`` and, where they change, one cause (Context).
         """
         self._hub.report_states(reports)
+
+    def repeat_memo(self) -> RepeatMemo:
+        """A memo that reports a topic's payload seen again as the repeats it was last time,
+        skipping the adapter's parsing (see :mod:`hub.repeats`)."""
+        return RepeatMemo(self._hub)
 
     def validate_state(
         self, entity: Entity, value: Any, attributes: Mapping[str, Any] | None = None

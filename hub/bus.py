@@ -43,6 +43,8 @@ class EventBus:
         self._dispatch: dict[type[Event], tuple[_Subscription, ...]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.listener_errors = 0
+        # Events announced so far: lets a producer tell whether some work announced anything.
+        self.published = 0
 
     def subscribe(self, event_type: type[E], callback: Listener[E], *, owner: str) -> Unsubscribe:
         """Call ``callback`` for each event of ``event_type``; return the function that stops it."""
@@ -72,6 +74,7 @@ class EventBus:
 
     def publish(self, event: Event) -> None:
         """Deliver ``event`` to its listeners now (coroutine listeners are scheduled)."""
+        self.published += 1
         event_type = type(event)
         subs = self._dispatch.get(event_type)
         if subs is None:

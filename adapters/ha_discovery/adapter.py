@@ -197,6 +197,8 @@ class HaDiscovery(Plugin):
         self._entity_ids: dict[str, str] = {}  # discovery id -> entity id
         self._by_entity: dict[str, Component] = {}  # entity id -> component
         self._topics: dict[str, _TopicWatch] = {}
+        # A state topic's payload again, byte for byte: the same repeats, without templates.
+        self._repeats = context.repeat_memo()
         self._watched: dict[str, set[str]] = {}  # discovery id -> topics it listens on
         self._availability: dict[str, list[bool | None]] = {}  # discovery id -> per entry
         self._latest: dict[str, bool | None] = {}  # discovery id -> last availability seen
@@ -238,6 +240,7 @@ class HaDiscovery(Plugin):
         self._entity_ids.clear()
         self._by_entity.clear()
         self._topics.clear()
+        self._repeats.clear()
         self._watched.clear()
         self._availability.clear()
         self._latest.clear()
@@ -414,6 +417,7 @@ class HaDiscovery(Plugin):
         return components, skipped
 
     def _apply(self, topic: str, payload: bytes, components: list[Component]) -> None:
+        self._repeats.clear()  # how a state topic reads may change with any config
         old = self._configs.get(topic)
         new_ids = {c.discovery_id for c in components}
         affected: set[str] = set()
@@ -441,6 +445,7 @@ class HaDiscovery(Plugin):
         record = self._configs.pop(topic, None)
         if record is None:
             return
+        self._repeats.clear()
         affected: set[str] = set()
         for did in record.ids:
             affected |= self._drop(did)
@@ -707,6 +712,10 @@ class HaDiscovery(Plugin):
         watch = self._topics.get(topic)
         if watch is None:
             return
+        repeats = self._repeats
+        if only is None and repeats.replay(topic, payload):
+            return
+        mark = repeats.mark()
         if len(payload) > self.settings.max_payload:
             self.context.reject(
                 topic,
@@ -771,10 +780,15 @@ class HaDiscovery(Plugin):
         except (TemplateError, StateError) as exc:
             self.context.reject(topic, str(exc), kind="bad_state")
             return
-        if not self._report(topic, updates):
+        plain = self._report(topic, updates)
+        if plain is None:
             return
         if only is None:
             watch.last = payload
+            if plain and not watch.availability:
+                repeats.remember(topic, payload, updates, mark)
+            else:
+                repeats.forget(topic)
         devices: set[str] = set()
         for did, index, available in seen:
             states = self._availability.get(did)
@@ -785,8 +799,10 @@ class HaDiscovery(Plugin):
         for device_id in sorted(devices):
             self._update_availability(device_id)
 
-    def _report(self, topic: str, updates: dict[str, tuple[Component, Update]]) -> bool:
-        """Apply one message's updates, all or none; False when they were rejected."""
+    def _report(self, topic: str, updates: dict[str, tuple[Component, Update]]) -> bool | None:
+        """Apply one message's updates, all or none; None when they were rejected, else
+        whether reporting was all they did (no attributes held back or taken up, no timer)."""
+        plain = True
         reports: list[tuple[str, Any, dict[str, Any] | None]] = []
         stash: dict[str, dict[str, Any]] = {}
         for entity_id, (component, update) in updates.items():
@@ -797,16 +813,18 @@ class HaDiscovery(Plugin):
                     # No value yet (a brightness before the first on/off): keep the attributes
                     # for the first report that carries one.
                     stash[entity_id] = {**self._pending.get(entity_id, {}), **attributes}
+                    plain = False
                     continue
             pending = self._pending.get(entity_id)
             if pending:
                 attributes = {**pending, **attributes}
+                plain = False
             reports.append((entity_id, value, attributes or None))
         try:
             self.context.report_states(reports)
         except (InvalidValue, KeyError) as exc:
             self.context.reject(topic, str(exc), kind="wrong_type")
-            return False
+            return None
         for entity_id, _value, _attrs in reports:
             self._pending.pop(entity_id, None)
         self._pending.update(stash)
@@ -814,7 +832,8 @@ class HaDiscovery(Plugin):
             owner = self._by_entity.get(entity_id)
             if owner is not None and owner.off_delay and value == "on":
                 self._arm_off_delay(entity_id, owner.off_delay)
-        return True
+                plain = False
+        return plain
 
     def _arm_off_delay(self, entity_id: str, delay: float) -> None:
         timer = self._timers.pop(entity_id, None)

@@ -211,6 +211,9 @@ class Zigbee2Mqtt(Plugin):
         self._devices: dict[str, _ZDevice] = {}
         self._by_state: dict[str, _ZDevice] = {}
         self._by_availability: dict[str, _ZDevice] = {}
+        # A device's state message again, byte for byte: the same repeats (Zigbee2MQTT
+        # publishes the whole state on every attribute report, so most messages are this).
+        self._repeats = context.repeat_memo()
         # Device messages that came before the first device list (retained ones arrive in no
         # particular order), replayed once the list says whose they are.
         self._early: dict[str, bytes] = {}
@@ -522,6 +525,7 @@ class Zigbee2Mqtt(Plugin):
         )
 
     def _update_topics(self) -> None:
+        self._repeats.clear()  # definitions (and so how a message reads) may have changed
         self._by_state = {f"{self.base}/{z.friendly_name}": z for z in self._devices.values()}
         self._by_availability = {
             f"{self.base}/{z.friendly_name}/availability": z for z in self._devices.values()
@@ -589,6 +593,10 @@ class Zigbee2Mqtt(Plugin):
         self._sync_availability(z, force=z.own_available)
 
     def _on_state(self, z: _ZDevice, topic: str, payload: bytes) -> None:
+        repeats = self._repeats
+        if repeats.replay(topic, payload):
+            return
+        mark = repeats.mark()
         ctx = self.context
         data = self._load(topic, payload, MAX_STATE)
         if data is None:
@@ -607,11 +615,12 @@ class Zigbee2Mqtt(Plugin):
             return
         try:
             # One message, one timestamp and one cause for its readings.
-            ctx.report_states(
-                [(entity_ids[key], value, attributes) for key, value, attributes in reports]
-            )
+            reported = [(entity_ids[key], value, attributes) for key, value, attributes in reports]
+            ctx.report_states(reported)
         except (InvalidValue, KeyError) as exc:  # pragma: no cover - read() is stricter
             ctx.reject(topic, f"{z.friendly_name}: {exc}", kind="wrong_type")
+            return
+        repeats.remember(topic, payload, [entity_id for entity_id, _, _ in reported], mark)
 
     # ----- groups ------------------------------------------------------------------------------
 

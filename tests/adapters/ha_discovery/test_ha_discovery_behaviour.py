@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 from conftest import StartHub
 from hadisc_support import (
@@ -13,13 +15,15 @@ from hadisc_support import (
     issue,
     publish,
     publish_configs,
+    rejected,
     settle,
     state,
     wait_message,
 )
 from mqttprobe import MqttProbe
 
-from hub.events import DeviceRegistered
+from adapters.ha_discovery.adapter import OWNER, HaDiscovery
+from hub.events import DeviceRegistered, StateChanged
 
 
 async def test_optimistic_switch_confirms_its_own_command(
@@ -164,3 +168,56 @@ async def test_identity_survives_restart_and_rename(start_hub: StartHub, device:
 
 class _None:
     entity_ids: tuple[str, ...] = ()
+
+
+def _repeats_taken(hub: Any) -> int:
+    """How many state messages the running adapter took as a repeat of the last one."""
+    adapter = hub.commands._dialects[OWNER]  # tests may look inside
+    assert isinstance(adapter, HaDiscovery)
+    return adapter._repeats.hits
+
+
+async def test_a_state_message_again_is_a_repeat_until_its_config_changes(
+    start_hub: StartHub, device: MqttProbe
+) -> None:
+    hub = await start_hub()
+    await adapter_running(hub)
+    config = {"name": "t", "stat_t": "lab/t", "val_tpl": "{{ value_json.t }}", "unit_of_meas": "W"}
+    await publish(device, "homeassistant/sensor/t/config", json.dumps(config))
+    await eventually(lambda: "t.t" in hub.registry.entities)
+    await settle()
+    payload = {"t": 1, "u": "x"}
+    for _ in range(3):
+        await publish(device, "lab/t", payload)
+    await eventually(lambda: _repeats_taken(hub) >= 1, message="no repeat taken")
+    first = hub.registry.states["t.t"]
+    assert first.value == 1
+    assert first.last_reported > first.last_updated
+    # A new template that cannot read it: the same payload again is refused, not repeated.
+    config["val_tpl"] = "{{ value_json.u | int }}"
+    await publish(device, "homeassistant/sensor/t/config", json.dumps(config))
+    await settle()
+    refused = rejected(hub, "bad_state")  # the config's replay of the last payload
+    await publish(device, "lab/t", payload)
+    await eventually(lambda: rejected(hub, "bad_state") == refused + 1)
+    assert state(hub, "t.t") == 1
+
+
+async def test_an_off_delay_sensor_that_keeps_ringing_stays_on(
+    start_hub: StartHub, device: MqttProbe
+) -> None:
+    hub = await start_hub()
+    await adapter_running(hub)
+    config = {"name": "Doorbell", "stat_t": "lab/bell", "off_dly": 0.5, "pl_on": "ring"}
+    await publish(device, "homeassistant/binary_sensor/bell/config", json.dumps(config))
+    await eventually(lambda: "bell.bell" in hub.registry.entities)
+    await settle()
+    await publish(device, "lab/bell", "ring")
+    await eventually(lambda: state(hub, "bell.bell") == "on")
+    seen: list[str] = []
+    hub.bus.subscribe(StateChanged, lambda e: seen.append(e.new.value), owner="test")
+    for _ in range(6):  # each ring restarts the delay: the same message again is not a repeat
+        await asyncio.sleep(0.2)
+        await publish(device, "lab/bell", "ring")
+    assert "off" not in seen
+    await eventually(lambda: state(hub, "bell.bell") == "off", timeout=2)

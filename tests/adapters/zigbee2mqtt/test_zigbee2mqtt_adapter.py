@@ -26,6 +26,7 @@ from z2mtest import (
 from adapters.zigbee2mqtt import BridgeRequestError
 from adapters.zigbee2mqtt.adapter import OWNER
 from hub.api import Command, CommandError, Context, EntityKind, Origin
+from hub.events import StateChanged
 
 BRIDGE_IEEE = "0x00124b00120144ae"
 BULB = "0x000b57fffec6a5b2"
@@ -731,3 +732,58 @@ async def test_device_messages_before_the_device_list_are_kept_until_it_comes(
     assert attrs(z2m, f"{BULB}.light") == {"brightness": 215, "color_temp": 325}
     assert not z2m.hub.registry.devices[PLUG].available
     assert z2m.hub.registry.devices[BULB].available
+
+
+async def test_the_same_state_again_is_a_repeat_and_never_hides_a_change_press_or_command(
+    z2m: Z2mSetup,
+) -> None:
+    """A device's state message again, byte for byte, is taken as the repeats it was (see
+    hub.repeats); whatever it would do beyond moving last_reported still happens."""
+    await started(z2m)
+    hub = z2m.hub
+    changes: list[str] = []
+    hub.bus.subscribe(StateChanged, lambda e: changes.append(e.entity_id), owner="test")
+    sensor = {"temperature": 19.59, "humidity": 69.01, "battery": 100, "linkquality": 66}
+    await publish_state(z2m, "bedroom/sensor", sensor)
+    await eventually(lambda: value(z2m, f"{SENSOR}.linkquality") == 66)
+    first = hub.registry.states[f"{SENSOR}.temperature"]
+    sensor_changes = len([c for c in changes if c.startswith(SENSOR)])
+    hits = z2m.adapter._repeats.hits
+    for _ in range(3):
+        await publish_state(z2m, "bedroom/sensor", sensor)
+    await eventually(lambda: z2m.adapter._repeats.hits >= hits + 2, 5, "no repeat taken")
+    repeated = hub.registry.states[f"{SENSOR}.temperature"]
+    assert repeated is first
+    assert repeated.last_reported > repeated.last_updated
+    assert len([c for c in changes if c.startswith(SENSOR)]) == sensor_changes
+
+    # A change in between, then the first message again: both are changes.
+    await publish_state(z2m, "bedroom/sensor", {**sensor, "temperature": 20.5})
+    await eventually(lambda: value(z2m, f"{SENSOR}.temperature") == 20.5)
+    await publish_state(z2m, "bedroom/sensor", sensor)
+    await eventually(lambda: value(z2m, f"{SENSOR}.temperature") == 19.59)
+    # Or changed by anyone else (another plug-in, a correction): the device's message wins.
+    hits = z2m.adapter._repeats.hits
+    for _ in range(2):  # read the full way once more, then taken as a repeat
+        await publish_state(z2m, "bedroom/sensor", sensor)
+    await eventually(lambda: z2m.adapter._repeats.hits > hits, 5, "no repeat taken")
+    hub.report_state(f"{SENSOR}.temperature", 25.0)
+    await publish_state(z2m, "bedroom/sensor", sensor)
+    await eventually(lambda: value(z2m, f"{SENSOR}.temperature") == 19.59)
+
+    # The same press twice is two presses.
+    press = {"action": "single_left", "linkquality": 71}
+    await publish_state(z2m, "button_double_key", press)
+    await publish_state(z2m, "button_double_key", press)
+    await eventually(lambda: changes.count(f"{BUTTON}.action") >= 2, 5, "a press was lost")
+
+    # A repeat that confirms a command confirms it.
+    bulb = {"state": "ON", "brightness": 215, "color_temp": 325}
+    for _ in range(2):
+        await publish_state(z2m, "bulb", bulb)
+    await eventually(lambda: value(z2m, f"{BULB}.light") == "on")
+    futures = hub.commands.issue(Command(f"{BULB}.light", "turn_on", CLI, {}))
+    assert await asyncio.to_thread(z2m.bridge.next_set, "bulb") == {"state": "ON"}
+    await publish_state(z2m, "bulb", bulb)
+    result = await asyncio.wait_for(futures[0], 5)
+    assert result.ok, result.reason

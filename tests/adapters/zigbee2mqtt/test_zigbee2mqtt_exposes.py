@@ -29,6 +29,7 @@ from hub.api import CommandError, EntityKind, InvalidValue, PluginContext
 from hub.config import load_config
 from hub.core import Hub
 from hub.model import Group
+from hub.repeats import RepeatMemo
 
 
 def maps_of(model: str) -> dict[str, EntityMap]:
@@ -397,6 +398,9 @@ class _RecordingContext:
 
     def register_device(self, device: Any, entities: Any) -> bool:
         return True
+
+    def repeat_memo(self) -> RepeatMemo:
+        return RepeatMemo(None)  # type: ignore[arg-type]  # no state messages here
 
 
 async def test_a_configured_schedule_requests_raw_maps_and_publishes_them() -> None:
