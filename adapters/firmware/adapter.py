@@ -212,6 +212,8 @@ class FirmwareProfiles(Plugin):
         self._seq = itertools.count(1)
         self._requests: OrderedDict[int, tuple[str, str]] = OrderedDict()
         self._owner = context.name
+        # A topic's payload again, byte for byte, after its lane read it as repeats only.
+        self._repeats = context.repeat_memo()
 
     # ----- start / stop --------------------------------------------------------------------------
 
@@ -235,6 +237,7 @@ class FirmwareProfiles(Plugin):
         """Forget routes (the context undoes the subscriptions themselves)."""
         self._routes.clear()
         self._matched.clear()
+        self._repeats.clear()
         self._shared.clear()
         self._subscriptions.clear()
 
@@ -360,6 +363,7 @@ class FirmwareProfiles(Plugin):
     def _add_route(self, route: Route) -> None:
         topic_filter = route.pattern.filter
         self._matched.pop(topic_filter, None)
+        self._repeats.clear()  # a topic may now be read by other rules
         routes = self._routes.get(topic_filter)
         if routes is None:
             routes = self._routes[topic_filter] = []
@@ -379,6 +383,7 @@ class FirmwareProfiles(Plugin):
     def _remove_route(self, route: Route) -> None:
         topic_filter = route.pattern.filter
         self._matched.pop(topic_filter, None)
+        self._repeats.clear()
         routes = self._routes.get(topic_filter)
         if routes is None or route not in routes:
             return
@@ -436,9 +441,18 @@ class FirmwareProfiles(Plugin):
             raise Reject(
                 f"payload of {len(payload)} bytes is over {self.settings.max_payload}", "too_large"
             )
-        parsed: list[Any] = []  # the JSON payload, decoded once for every rule that needs it
-        if payload and self._via_lane(payload, matches, parsed):
+        repeats = self._repeats
+        if payload and repeats.replay(topic, payload):
             return
+        parsed: list[Any] = []  # the JSON payload, decoded once for every rule that needs it
+        if payload:
+            mark = repeats.mark()
+            reported: list[str] = []
+            if self._via_lane(payload, matches, parsed, reported):
+                # A lane only reads plain telemetry: if that was all repeats, so is this again.
+                repeats.remember(topic, payload, reported, mark)
+                return
+        repeats.forget(topic)
         batches: dict[tuple[str, str], _DeviceBatch] = {}
         removals: list[Known] = []
         for route, from_topic in matches:
@@ -452,6 +466,10 @@ class FirmwareProfiles(Plugin):
             if len(batches) == 1 and not removals:
                 for batch in batches.values():
                     self._keep_lane(batch)
+            if removals or any(
+                b.new or b.rekey is not None or b.var_updates for b in batches.values()
+            ):
+                repeats.clear()  # variables moved: other topics may read differently now
         for known in removals:
             self._forget(known)
 
@@ -460,9 +478,10 @@ class FirmwareProfiles(Plugin):
         payload: bytes,
         matches: tuple[tuple[Route, dict[str, Any]], ...],
         parsed: list[Any],
+        reported: list[str],
     ) -> bool:
-        """Report the message through its device's lane; False (nothing changed) when it
-        cannot, and the full way must read it."""
+        """Report the message through its device's lane (adding the entities it reported to
+        ``reported``); False (nothing changed) when it cannot, and the full way must read it."""
         chosen: tuple[Route, dict[str, Any]] | None = None
         data: Any = None
         for route, from_topic in matches:
@@ -549,6 +568,7 @@ class FirmwareProfiles(Plugin):
             entry.raw = raw
         for entry in used:
             entry.state = state_of(entry.entity_id)
+        reported.extend(entity_id for entity_id, _value, _attrs in reports)
         return True
 
     def _keep_lane(self, batch: _DeviceBatch) -> None:

@@ -1,6 +1,6 @@
-"""Lanes (a device's telemetry read straight from how its last message was read) change
-nothing a user can see: the same messages give the same states, changes and rejections with
-lanes as without them.
+"""Lanes (a device's telemetry read straight from how its last message was read), and the
+repeat memo behind them (the same bytes again), change nothing a user can see: the same
+messages give the same states, changes and rejections with lanes as without them.
 
 Payloads are Tasmota's and Shelly's documented ones (fixtures/README.md), varied as devices
 vary them: repeats, changed readings, partial Shelly notifications, a second channel, bad
@@ -19,6 +19,7 @@ from firmwarehub import HubFactory, fixture_json, running, unique, write_config
 import adapters.firmware.adapter as firmware_adapter
 from hub.core import Hub
 from hub.events import StateChanged
+from hub.repeats import RepeatMemo
 
 
 def _script(tasmota: str, shelly: str) -> list[tuple[str, Any]]:
@@ -45,12 +46,16 @@ def _script(tasmota: str, shelly: str) -> list[tuple[str, Any]]:
         sensor("2022-01-11T21:57:48"),  # a repeat, but for the time
         sensor("2022-01-11T21:57:58", Power=7, Current=0.03, Today=0.027),
         sensor("2022-01-11T21:58:08", Power=7, Current=0.03, Today=0.027),
+        sensor("2022-01-11T21:58:08", Power=7, Current=0.03, Today=0.027),  # the same bytes
+        sensor("2022-01-11T21:58:08", Power=7, Current=0.03, Today=0.027),
         sensor("2022-01-11T21:58:18", Power="x", Current=0.03, Today=0.027),  # refused whole
         sensor("2022-01-11T21:58:28", Power=7.0, Current=0.03, Today=0.027),  # 7.0 is 7
         sensor("2022-01-11T21:58:38", Power=8, Current=None, Today=0.027),  # no current
         (f"tele/{tasmota}/SENSOR", two_channels),  # a second channel appears
         sensor("2022-01-11T21:58:48", Power=8, Current=0.04, Today=0.028),
         notify(1.0, switch_0=full),
+        notify(2.0, switch_0=full),
+        notify(2.0, switch_0=full),
         notify(2.0, switch_0=full),
         notify(3.0, switch_0={"id": 0, "apower": 12.5}),  # Shelly sends what changed
         notify(4.0, switch_0={"id": 0, "apower": 13.0, "current": 0.06}),
@@ -59,8 +64,11 @@ def _script(tasmota: str, shelly: str) -> list[tuple[str, Any]]:
         notify(7.0, switch_0={"id": 0, "apower": "bad"}),  # refused whole
         notify(8.0, switch_0={"id": 0, "apower": 0}, switch_1={"id": 1, "output": True}),
         notify(9.0, switch_0={"id": 0, "aenergy": {"total": 1500}}),
+        sensor("2022-01-11T21:58:48", Power=8, Current=0.04, Today=0.028),
+        sensor("2022-01-11T21:58:48", Power=8, Current=0.04, Today=0.028),
         (f"tele/{tasmota}/LWT", "Offline"),
-        sensor("2022-01-11T21:59:08", Power=9, Current=0.04, Today=0.028),  # while offline
+        sensor("2022-01-11T21:58:48", Power=8, Current=0.04, Today=0.028),  # while offline
+        sensor("2022-01-11T21:59:08", Power=9, Current=0.04, Today=0.028),
         (f"tele/{tasmota}/LWT", "Online"),
         sensor("2022-01-11T21:59:18", Power=9, Current=0.04, Today=0.028),
         sensor("2022-01-11T21:59:28", Power=10, Current=0.05, Today=0.029),
@@ -73,7 +81,7 @@ def _script(tasmota: str, shelly: str) -> list[tuple[str, Any]]:
 
 async def _run(
     tmp_path: Path, mqtt_url: str, hub_factory: HubFactory, *, lanes: bool
-) -> tuple[list[Any], int]:
+) -> tuple[list[Any], int, int]:
     tasmota, shelly = unique("plug_"), f"shellyplus1pm-{unique('')}"
     config = write_config(
         tmp_path,
@@ -92,8 +100,15 @@ async def _run(
         lambda e: changes.append((e.entity_id, e.old.value if e.old else None, e.new.value)),
         owner="test",
     )
-    taken = 0
+    taken = repeated = 0
     original = firmware_adapter.FirmwareProfiles._via_lane
+    original_replay = RepeatMemo.replay
+
+    def counting_repeats(self: Any, *args: Any) -> bool:
+        nonlocal repeated
+        went = original_replay(self, *args)
+        repeated += went
+        return went
 
     def counting(self: Any, *args: Any) -> bool:
         nonlocal taken
@@ -104,6 +119,7 @@ async def _run(
     steps: list[Any] = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(firmware_adapter.FirmwareProfiles, "_via_lane", counting)
+        patch.setattr(RepeatMemo, "replay", counting_repeats)
         if not lanes:
             patch.setattr(firmware_adapter, "_lane_rule", lambda rule: False)
         for topic, body in _script(tasmota, shelly):
@@ -131,16 +147,17 @@ async def _run(
                     dict(hub.stats.rejected_by_reason),
                 )
             )
-    return steps, taken
+    return steps, taken, repeated
 
 
 async def test_lanes_give_the_same_states_changes_and_rejections_as_the_full_way(
     tmp_path: Path, mqtt_url: str, hub_factory: HubFactory
 ) -> None:
-    with_lanes, taken = await _run(tmp_path, mqtt_url, hub_factory, lanes=True)
-    without, none_taken = await _run(tmp_path, mqtt_url, hub_factory, lanes=False)
-    assert none_taken == 0
+    with_lanes, taken, repeated = await _run(tmp_path, mqtt_url, hub_factory, lanes=True)
+    without, none_taken, none_repeated = await _run(tmp_path, mqtt_url, hub_factory, lanes=False)
+    assert none_taken == none_repeated == 0
     assert taken >= 10  # most telemetry after the first of its shape went through a lane
+    assert repeated >= 4  # the same bytes again after a lane read them as repeats only
     for index, (fast, full) in enumerate(zip(with_lanes, without, strict=True)):
         assert fast == full, f"step {index} ({full[0]}) differs"
     # The script did what it says: values changed, bad values were refused.
