@@ -18,7 +18,16 @@ from sqlalchemy import ColumnElement, and_, bindparam, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.storage import schema
-from hub.storage.store import _DB_ERRORS, Storage, _chunks, _reason, execute_in_chunks
+from hub.storage.store import (
+    _DB_ERRORS,
+    Storage,
+    _chunks,
+    _reason,
+    driver_insert,
+    execute_driver_in_chunks,
+    execute_in_chunks,
+    json_text,
+)
 
 TIMER_KINDS = frozenset({"for", "delay", "wait", "schedule"})
 HISTORY_KINDS = frozenset({"state", "mqtt", "device", "command", "event", "webhook"})
@@ -265,9 +274,17 @@ class RuleStore:
             await conn.execute(delete(schema.rule_timers).where(schema.rule_timers.c.id.in_(chunk)))
         timer_rows = [_timer_row(t) for t in batch.timers.values() if t is not None]
         trace_rows = [_trace_row(t) for t in batch.traces.values()]
-        history_rows = [
-            {"ts": r.ts, "kind": r.kind, "key": r.key, "data": r.data} for r in batch.history
-        ]
+        history_rows: list[dict[str, Any]] = []
+        if batch.history:
+            ready = None if salvage else _history_params(batch.history)
+            if ready is not None:
+                # A row per state change: straight to the driver (see execute_driver_in_chunks).
+                await execute_driver_in_chunks(conn, st.history_driver_insert(conn), ready)
+            else:
+                history_rows = [
+                    {"ts": r.ts, "kind": r.kind, "key": r.key, "data": r.data}
+                    for r in batch.history
+                ]
         for stmt, rows in (
             (st.timer_upsert, timer_rows),
             (st.trace_upsert, trace_rows),
@@ -497,6 +514,7 @@ class _Statements:
             traces, ["rule_id", "run_id"], ["started", "finished", "outcome", "trace"]
         )
         self.history_insert = history.insert()
+        self._history_driver_insert: str | None = None
         same_pair = (
             traces.c.rule_id == bindparam("p_rule"),
             traces.c.outcome == bindparam("p_outcome"),
@@ -515,6 +533,26 @@ class _Statements:
             .limit(purge_chunk)
         )
         self.history_purge_chunk = delete(history).where(history.c.id.in_(oldest))
+
+    def history_driver_insert(self, conn: AsyncConnection) -> str:
+        """The history insert in the driver's own SQL (one database per store)."""
+        if self._history_driver_insert is None:
+            self._history_driver_insert = driver_insert(
+                conn.dialect, schema.event_history, _HISTORY_COLUMNS
+            )
+        return self._history_driver_insert
+
+
+_HISTORY_COLUMNS = ("ts", "kind", "key", "data")
+
+
+def _history_params(records: list[HistoryRecord]) -> list[tuple[Any, ...]] | None:
+    """The driver's values for ``records``; None when one's data is not JSON (NaN): then the
+    ordinary insert fails on it and the flush's salvage drops only that row."""
+    try:
+        return [(r.ts, r.kind, r.key, json_text(r.data)) for r in records]
+    except (TypeError, ValueError):
+        return None
 
 
 @dataclass(slots=True)

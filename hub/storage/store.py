@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
+import orjson
 from sqlalchemy import Connection, Table, delete, event, inspect, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
@@ -98,6 +99,22 @@ def _json_default(value: Any) -> Any:
 
 # NaN is not JSON (PostgreSQL rejects it); such a row fails alone and is reported, see flush().
 _json_dumps = functools.partial(json.dumps, default=_json_default, allow_nan=False)
+
+# What orjson would write otherwise than json.dumps(default=_json_default) does.
+_ORJSON_AS_STDLIB = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def json_text(value: Any) -> str:
+    """``value`` as the JSON text a JSON column would store (as ``_json_dumps``, which it
+    checks against where orjson may differ: NaN, which orjson writes as null, and non-text keys);
+    raises ValueError for NaN as ``_json_dumps`` does."""
+    try:
+        text = orjson.dumps(value, default=_json_default, option=_ORJSON_AS_STDLIB)
+    except TypeError:
+        return _json_dumps(value)  # e.g. an int key, which json.dumps writes as text
+    if b"null" in text:
+        return _json_dumps(value)  # a None, or a NaN that must be refused
+    return text.decode()
 
 
 def _reason(exc: BaseException) -> str:
@@ -242,6 +259,36 @@ def _chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[st
 # thread; a whole flush at once (hundreds of states and history rows) stalled ingest for tens
 # of milliseconds, so the flush yields to the loop between chunks of this size.
 _WRITE_CHUNK = 100
+
+
+def driver_insert(dialect: Any, table: Table, columns: Sequence[str]) -> str:
+    """``INSERT INTO table (columns) VALUES (...)`` in the driver's own parameter style, for
+    :func:`execute_driver_in_chunks`."""
+    quote = dialect.identifier_preparer.quote
+    style = dialect.paramstyle
+    if style == "qmark":
+        marks = ["?"] * len(columns)
+    elif style == "numeric_dollar":
+        marks = [f"${n}" for n in range(1, len(columns) + 1)]
+    elif style == "format":
+        marks = ["%s"] * len(columns)
+    else:  # pragma: no cover - SQLite and asyncpg are the two drivers the hub ships
+        raise ValueError(f"parameter style {style!r} is not supported")
+    names = ", ".join(quote(name) for name in columns)
+    # Our own schema's names, quoted by the dialect; the values travel as parameters.
+    return f"INSERT INTO {quote(table.name)} ({names}) VALUES ({', '.join(marks)})"  # noqa: S608
+
+
+async def execute_driver_in_chunks(
+    conn: AsyncConnection, sql: str, rows: list[tuple[Any, ...]]
+) -> None:
+    """Run ``sql`` (from :func:`driver_insert`) for ``rows`` of ready driver values, yielding
+    to the loop between chunks. The ingest path's bulk inserts: SQLAlchemy's per-row binding
+    cost more than the insert itself."""
+    for start in range(0, len(rows), _WRITE_CHUNK):
+        if start:
+            await asyncio.sleep(0)
+        await conn.exec_driver_sql(sql, rows[start : start + _WRITE_CHUNK])
 
 
 async def execute_in_chunks(conn: AsyncConnection, statement: Any, rows: list[Any]) -> None:
