@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -26,6 +28,7 @@ from hub.storage import (
 )
 from hub.storage.migrations import alembic_config
 from hub.storage.schema import HEAD_REVISION
+from hub.storage.store import _json_dumps
 
 RULE = Context(Origin.RULE, "night")
 
@@ -515,3 +518,24 @@ async def test_bad_queries_and_settings_are_refused(storage: Storage, rules: Rul
         RuleStore(storage, traces_per_outcome=0)
     with pytest.raises(ValueError, match="history_keep must be a positive number"):
         RuleStore(storage, history_keep=-1)
+
+
+async def test_history_comes_back_as_recorded_whatever_its_data(
+    storage: Storage, rules: RuleStore
+) -> None:
+    """History rows go straight to the driver (one per state change); what is read back is
+    what the JSON column always stored, for data JSON has no word for too."""
+    stamp = datetime(2026, 12, 7, 4, 0, tzinfo=UTC)
+    recorded: list[dict[Any, Any]] = [
+        {"value": 21.5, "attributes": {}, "old": 21.0},
+        {"value": "on", "attributes": {"brightness": 200, "name": 'Küche ☀ "x"'}, "old": None},
+        {"value": 1, "attributes": {"nested": {"list": [1, 2.5, "x", None, True]}}, "old": 0},
+        {"value": 2**40, "attributes": {}, "old": -1},
+        {"when": stamp, "tags": ("a", "b"), 3: "an int key"},
+    ]
+    for n, data in enumerate(recorded):
+        rules.queue_history(HistoryRecord(ts=float(n + 1), kind="event", key="k", data=data))
+    await storage.flush()
+    stored = [r.data for r in await rules.history(0.0)]
+    assert stored == [json.loads(_json_dumps(data)) for data in recorded]
+    assert stored[4] == {"when": str(stamp), "tags": ["a", "b"], "3": "an int key"}
