@@ -41,15 +41,21 @@ async def test_optimistic_switch_confirms_its_own_command(
     assert state(hub, "pump-1.pump") == "on"
 
 
-async def test_binary_sensor_off_delay(start_hub: StartHub, device: MqttProbe) -> None:
+async def _ringing_doorbell(start_hub: StartHub, device: MqttProbe, off_delay: float) -> Any:
+    """A hub with a discovered doorbell (a binary sensor with ``off_delay``) just rung."""
     hub = await start_hub()
     await adapter_running(hub)
-    config = {"name": "Doorbell", "stat_t": "lab/bell", "off_dly": 0.3, "pl_on": "ring"}
+    config = {"name": "Doorbell", "stat_t": "lab/bell", "off_dly": off_delay, "pl_on": "ring"}
     await publish(device, "homeassistant/binary_sensor/bell/config", json.dumps(config))
     await eventually(lambda: "bell.bell" in hub.registry.entities)
     await settle()
     await publish(device, "lab/bell", "ring")
     await eventually(lambda: state(hub, "bell.bell") == "on")
+    return hub
+
+
+async def test_binary_sensor_off_delay(start_hub: StartHub, device: MqttProbe) -> None:
+    hub = await _ringing_doorbell(start_hub, device, 0.3)
     await eventually(lambda: state(hub, "bell.bell") == "off", timeout=2)
 
 
@@ -206,14 +212,7 @@ async def test_a_state_message_again_is_a_repeat_until_its_config_changes(
 async def test_an_off_delay_sensor_that_keeps_ringing_stays_on(
     start_hub: StartHub, device: MqttProbe
 ) -> None:
-    hub = await start_hub()
-    await adapter_running(hub)
-    config = {"name": "Doorbell", "stat_t": "lab/bell", "off_dly": 0.5, "pl_on": "ring"}
-    await publish(device, "homeassistant/binary_sensor/bell/config", json.dumps(config))
-    await eventually(lambda: "bell.bell" in hub.registry.entities)
-    await settle()
-    await publish(device, "lab/bell", "ring")
-    await eventually(lambda: state(hub, "bell.bell") == "on")
+    hub = await _ringing_doorbell(start_hub, device, 0.5)
     seen: list[str] = []
     hub.bus.subscribe(StateChanged, lambda e: seen.append(e.new.value), owner="test")
     for _ in range(6):  # each ring restarts the delay: the same message again is not a repeat
