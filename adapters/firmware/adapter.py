@@ -536,10 +536,7 @@ class FirmwareProfiles(Plugin):
         changed: list[tuple[_LaneEntry, Any]] = []
         used: list[_LaneEntry] = []
         for plan, raw, bound in readings:
-            names = plan.entity_names
-            entry = entries.get(
-                (plan, tuple(bound.get(name, MISSING) for name in names) if names else ())
-            )
+            entry = entries.get((plan, _key_values(plan, bound)))
             if entry is None:
                 return False
             used.append(entry)
@@ -878,8 +875,7 @@ class FirmwareProfiles(Plugin):
             pending = batch.entities[key] = _Pending(fmap, bindings)
             if trace is not None:
                 if fmap.attribute is None and key_template is fmap.entity:
-                    names = plan.entity_names
-                    trace.append((plan, tuple(bindings.get(n, MISSING) for n in names), raw, key))
+                    trace.append((plan, _key_values(plan, bindings), raw, key))
                 else:
                     batch.trace = None
         else:
@@ -1309,6 +1305,13 @@ def _render_or_none(template: Template, variables: Mapping[str, Any]) -> str | N
         return template.render(variables.__getitem__)
     except TemplateError:
         return None
+
+
+def _key_values(plan: MapPlan, bindings: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The message variables a mapping's entity key is made from: with the mapping, what tells
+    a lane's readings apart."""
+    names = plan.entity_names
+    return tuple(bindings.get(name, MISSING) for name in names) if names else ()
 
 
 def _lane_rule(rule: Rule) -> bool:

@@ -105,9 +105,10 @@ _ORJSON_AS_STDLIB = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DAT
 
 
 def json_text(value: Any) -> str:
-    """``value`` as the JSON text a JSON column would store (as ``_json_dumps``, which it
-    checks against where orjson may differ: NaN, which orjson writes as null, and non-text keys);
-    raises ValueError for NaN as ``_json_dumps`` does."""
+    """``value`` as the JSON text every JSON column stores (the engine's serializer, and the
+    history rows' driver values): orjson's, checked against ``_json_dumps`` where the two may
+    differ (NaN, which orjson writes as null, and non-text keys); raises ValueError for NaN as
+    ``_json_dumps`` does."""
     try:
         text = orjson.dumps(value, default=_json_default, option=_ORJSON_AS_STDLIB)
     except TypeError:
@@ -427,7 +428,7 @@ class Storage:
         with self._mapped("opening the database"):
             engine = create_async_engine(
                 self._url,
-                json_serializer=_json_dumps,
+                json_serializer=json_text,
                 pool_pre_ping=not is_sqlite,
                 # asyncpg waits 60 s for an unreachable host by default.
                 connect_args={} if is_sqlite else {"timeout": 10},
