@@ -444,15 +444,21 @@ class PluginContext:
         """Report an entity's state (raises InvalidValue or KeyError; nothing changes then)."""
         self._hub.report_state(entity_id, value, attributes)
 
-    def report_states(self, reports: Sequence[tuple[str, Any, Mapping[str, Any] | None]]) -> None:
+    def report_states(
+        self,
+        reports: Sequence[tuple[str, Any, Mapping[str, Any] | None]],
+        repeats: Sequence[State] = (),
+    ) -> None:
         """Report several entities' states at once, all or nothing.
 
         Each report is ``(entity_id, value, attributes)``; ``value`` None keeps the current
         value (attributes only). Every report is validated before any is applied, so one bad
         part of a device's message changes nothing (raises InvalidValue or KeyError naming it).
         The readings share one ``last_updated`` and, where they change, one cause (Context).
+        ``repeats`` are current States (from :meth:`state`, not a button's) the message
+        reported again unchanged: they skip validation and only move ``last_reported``.
         """
-        self._hub.report_states(reports)
+        self._hub.report_states(reports, repeats)
 
     def repeat_memo(self) -> RepeatMemo:
         """A memo that reports a topic's payload seen again as the repeats it was last time,

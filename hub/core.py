@@ -218,17 +218,30 @@ class Hub:
         self.bus.publish(event)
         return event
 
-    def report_states(self, reports: Sequence[tuple[str, Any, Mapping[str, Any] | None]]) -> None:
+    def report_states(
+        self,
+        reports: Sequence[tuple[str, Any, Mapping[str, Any] | None]],
+        repeats: Sequence[State] = (),
+    ) -> None:
         """Validate every report, then apply them all (see ``PluginContext.report_states``).
 
         A bare repeat (the current value again, of the same type, no attributes, no command
         awaiting it) is already valid: it skips validation and only moves ``last_reported``.
+        ``repeats`` are States the caller found current and reported again as they are (never
+        a button's: its press again is a new one); one a command awaits is reported in full.
         """
         entities = self.registry.entities
         states = self.registry.states
         pending = self.commands.has_pending
         validated: list[tuple[Entity, Any, dict[str, Any]]] = []
-        repeats: list[State] = []
+        bare: list[State] = []
+        for state in repeats:
+            if states.get(state.entity_id) is not state:
+                raise KeyError(f"{state.entity_id}: not the current state")
+            if pending(state.entity_id):
+                reports = [*reports, (state.entity_id, state.value, None)]
+            else:
+                bare.append(state)
         for entity_id, value, attributes in reports:
             entity = entities.get(entity_id)
             if entity is None:
@@ -242,7 +255,7 @@ class Hub:
                     and entity.kind is not EntityKind.BUTTON
                     and not pending(entity_id)
                 ):
-                    repeats.append(old)
+                    bare.append(old)
                     continue
             try:
                 validated.append((entity, *self.validate_report(entity, value, attributes)))
@@ -250,9 +263,9 @@ class Hub:
                 raise InvalidValue(f"{entity_id}: {exc}") from None
         # One timestamp and one cause for the whole message (the readings arrived together).
         now = time.time()
-        for old in repeats:
+        for old in bare:
             touch_reported(old, now)
-        self.stats.reports += len(repeats)
+        self.stats.reports += len(bare)
         fresh: dict[str, Context] = {}
         for entity, value, attrs in validated:
             self.apply_state(entity, value, attrs, now=now, fresh=fresh)

@@ -52,6 +52,7 @@ from hub.api import (
     ConfigIssue,
     Device,
     Entity,
+    EntityKind,
     InvalidValue,
     Plugin,
     PluginContext,
@@ -138,6 +139,8 @@ class _LaneEntry:
     raw: Any
     entity_id: str
     state: State | None = None
+    # False for a button: the same press again is a new press, never a repeat.
+    repeatable: bool = True
 
 
 @dataclass(eq=False, slots=True)
@@ -486,7 +489,7 @@ class FirmwareProfiles(Plugin):
         data: Any = None
         for route, from_topic in matches:
             rule = route.rule
-            if not _lane_rule(rule):
+            if not rule.readings_only:
                 return False
             if data is None:
                 try:
@@ -533,6 +536,7 @@ class FirmwareProfiles(Plugin):
         entries = lane.entries
         state_of = context.state
         reports: list[tuple[str, Any, Any]] = []
+        repeats: list[State] = []
         changed: list[tuple[_LaneEntry, Any]] = []
         used: list[_LaneEntry] = []
         for plan, raw, bound in readings:
@@ -544,7 +548,10 @@ class FirmwareProfiles(Plugin):
             if state is None:
                 return False
             if state is entry.state and type(raw) is type(entry.raw) and raw == entry.raw:
-                reports.append((entry.entity_id, state.value, None))  # a repeat
+                if entry.repeatable:
+                    repeats.append(state)
+                else:
+                    reports.append((entry.entity_id, state.value, None))
                 continue
             value = raw
             fmap = plan.fmap
@@ -558,7 +565,7 @@ class FirmwareProfiles(Plugin):
             reports.append((entry.entity_id, value, None))
             changed.append((entry, raw))
         try:
-            context.report_states(reports)
+            context.report_states(reports, repeats)
         except (InvalidValue, KeyError):
             return False  # nothing was applied: the full way rejects it, saying why
         for entry, raw in changed:
@@ -566,6 +573,7 @@ class FirmwareProfiles(Plugin):
         for entry in used:
             entry.state = state_of(entry.entity_id)
         reported.extend(entity_id for entity_id, _value, _attrs in reports)
+        reported.extend(state.entity_id for state in repeats)
         return True
 
     def _keep_lane(self, batch: _DeviceBatch) -> None:
@@ -579,7 +587,7 @@ class FirmwareProfiles(Plugin):
         if (
             rule is None
             or not trace
-            or not _lane_rule(rule)
+            or not rule.readings_only
             or batch.available is not None
             or len(trace) != len(batch.entities)
         ):
@@ -605,7 +613,14 @@ class FirmwareProfiles(Plugin):
                 if state.entity_id in lane.entity_ids:
                     known.lanes.pop(rule.index, None)  # two mappings for one entity
                     return
-                lane.entries[slot] = _LaneEntry(plan, key_values, raw, state.entity_id, state)
+                lane.entries[slot] = _LaneEntry(
+                    plan,
+                    key_values,
+                    raw,
+                    state.entity_id,
+                    state,
+                    entity is not None and entity.kind is not EntityKind.BUTTON,
+                )
                 lane.entity_ids.add(state.entity_id)
             elif entry.entity_id != state.entity_id:
                 known.lanes.pop(rule.index, None)
@@ -1312,21 +1327,6 @@ def _key_values(plan: MapPlan, bindings: Mapping[str, Any]) -> tuple[Any, ...]:
     a lane's readings apart."""
     names = plan.entity_names
     return tuple(bindings.get(name, MISSING) for name in names) if names else ()
-
-
-def _lane_rule(rule: Rule) -> bool:
-    """Whether a rule's messages can go through a lane: JSON readings only, with nothing that
-    identifies, announces, removes or marks devices, and no error field to look for."""
-    return (
-        rule.format == "json"
-        and bool(rule.decode)
-        and not rule.device_vars
-        and rule.correlate is None
-        and rule.availability is None
-        and not rule.remove_on_empty
-        and not rule.announce
-        and rule.error is None
-    )
 
 
 def _conditions_hold(conditions: tuple[Condition, ...], data: Any, bindings: Bindings) -> bool:

@@ -291,9 +291,24 @@ class Rule:
     decode: tuple[DecodeGroup, ...]
     #: ``decode`` planned for reading messages fast (built from it).
     plan: DecodePlan = field(init=False, repr=False, compare=False)
+    #: Its messages are plain JSON readings: nothing identifies, announces, removes or marks
+    #: devices, and there is no error field to look for (what a device's lane may read).
+    readings_only: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "plan", DecodePlan(self.decode))
+        object.__setattr__(
+            self,
+            "readings_only",
+            self.format == "json"
+            and bool(self.decode)
+            and not self.device_vars
+            and self.correlate is None
+            and self.availability is None
+            and not self.remove_on_empty
+            and not self.announce
+            and self.error is None,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -502,3 +502,46 @@ def test_a_bare_repeat_skips_checks_only_when_it_is_the_same_value_of_the_same_t
     assert hub.registry.states["meter.power"] is power  # the same state, reported again
     assert power.last_reported > first_reported
     assert hub.registry.states["meter.relay"].last_reported > relay.last_updated
+
+
+def test_repeats_a_plug_in_found_move_only_last_reported_unless_a_command_awaits_them() -> None:
+    from hub.config import HubConfig
+    from hub.model import Device, Entity, EntityKind
+
+    hub = Hub(HubConfig())  # not started: the registry and the state path need no broker
+    hub.register_device(
+        Device(id="meter", name="Meter", owner="test"),
+        [
+            Entity("meter.power", "meter", "power", EntityKind.SENSOR, "Power", unit="W"),
+            Entity("meter.relay", "meter", "relay", EntityKind.SWITCH, "Relay"),
+        ],
+    )
+    hub.report_states([("meter.power", 5, None), ("meter.relay", "on", None)])
+    power = hub.registry.states["meter.power"]
+    relay = hub.registry.states["meter.relay"]
+    changes: list[StateChanged] = []
+    hub.bus.subscribe(StateChanged, changes.append, owner="test")
+
+    # A State that is no longer current is refused, and nothing of the message is applied.
+    hub.report_states([("meter.power", 6, None)])
+    newer_power = hub.registry.states["meter.power"]
+    changes.clear()
+    with pytest.raises(KeyError, match=r"meter\.power"):
+        hub.report_states([("meter.relay", "off", None)], [power])
+    assert hub.registry.states["meter.relay"] is relay and changes == []
+
+    # Current States only move last_reported, beside a real change in the same message.
+    before = newer_power.last_reported
+    hub.report_states([("meter.relay", "off", None)], [newer_power])
+    assert hub.registry.states["meter.power"] is newer_power
+    assert newer_power.last_reported > before
+    assert [c.entity_id for c in changes] == ["meter.relay"]
+
+    # A command awaiting the entity sees the repeat: it may be the confirmation.
+    offered: list[tuple[str, object]] = []
+    hub.commands.has_pending = lambda entity_id: entity_id == "meter.power"  # type: ignore[method-assign]
+    hub.commands.on_report = (  # type: ignore[method-assign]
+        lambda entity_id, value, attributes: offered.append((entity_id, value)) or None
+    )
+    hub.report_states([], [newer_power])
+    assert offered == [("meter.power", 6)]
