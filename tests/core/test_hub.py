@@ -528,7 +528,8 @@ def test_repeats_a_plug_in_found_move_only_last_reported_unless_a_command_awaits
     changes.clear()
     with pytest.raises(KeyError, match=r"meter\.power"):
         hub.report_states([("meter.relay", "off", None)], [power])
-    assert hub.registry.states["meter.relay"] is relay and changes == []
+    assert hub.registry.states["meter.relay"] is relay
+    assert changes == []
 
     # Current States only move last_reported, beside a real change in the same message.
     before = newer_power.last_reported
