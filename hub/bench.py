@@ -1141,6 +1141,80 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+class LimitSearch:
+    """The ``--max`` search for one scenario's limit: coarse steps up until one fails, then
+    halving the bracket. It only chooses levels; whoever runs the steps reports back, so two
+    scenarios' searches can take turns (``--against``)."""
+
+    def __init__(self) -> None:
+        self.level: float | None = 2000.0
+        self.best: Step | None = None
+        self.failed_at: float | None = None
+        self.bisected = 0
+        self.steps: list[dict[str, Any]] = []
+
+    def next_level(self) -> float | None:
+        """The next rate to try, or None when the limit is found."""
+        if self.level is not None:
+            return self.level
+        # The coarse steps only bracket the limit (up to 4,000 msgs/s apart): halve the
+        # bracket a few times so that two scenarios can be compared to within ~10 %.
+        best, failed_at = self.best, self.failed_at
+        if (
+            self.bisected >= BISECT_STEPS
+            or best is None
+            or failed_at is None
+            or failed_at - best.rate <= 500
+        ):
+            return None
+        return float(round((best.rate + failed_at) / 2 / 125) * 125)
+
+    @property
+    def bisecting(self) -> bool:
+        """True once the coarse steps are over (the step before may have left the hub behind)."""
+        return self.level is None
+
+    def record(self, level: float, step: Step) -> bool:
+        """Take the result of the step at ``level``; True when it was sustained."""
+        p99 = percentiles(step.state_ms)["p99"]
+        # Sustained means keeping pace, not only losing nothing: past its limit the hub
+        # still loses nothing (the broker buffers) but falls seconds behind.
+        kept_up = p99 is not None and p99 <= KEEP_UP_P99_MS
+        ok = step.lost == 0 and kept_up and step.sent_rate >= 0.95 * level
+        self.steps.append(
+            {
+                "rate": level,
+                "sent_rate": round(step.sent_rate),
+                "lost": step.lost,
+                "state_p99_ms": p99,
+                "kept_up": kept_up,
+            }
+        )
+        if self.level is None:
+            self.bisected += 1
+            if ok:
+                self.best = step
+            else:
+                self.failed_at = level
+        elif ok:
+            self.best = step
+            self.level = level * 1.5 if level < 10000 else level + 4000
+            if self.level > 40000:
+                self.level = None
+        else:
+            self.failed_at = level
+            self.level = None
+        return ok
+
+    def line(self, step: Step, ok: bool, label: str = "") -> str:
+        """The progress line for a step just recorded."""
+        row = self.steps[-1]
+        return (
+            f"  {label}{row['rate']:>7.0f} msgs/s: sent {step.sent_rate:>8.0f}/s,"
+            f" lost {step.lost}, p99 {row['state_p99_ms']} ms{'' if ok else '  <- limit'}"
+        )
+
+
 def run_bench(
     *,
     devices: int,
@@ -1150,15 +1224,22 @@ def run_bench(
     find_max: bool,
     progress: Callable[[str], None],
     rules: int | None = None,
+    against: str | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark (with ``rules`` generated rules, for the rules scenario) and return
-    the JSON report."""
-    bench = Bench(devices, progress, rules=rules, mixed=scenario == "firmware")
-    with bench.environment() as (broker, hub, home, observer, startup):
+    the JSON report. With ``find_max`` and ``against``, both scenarios' limits are searched
+    taking turns step by step, so that a host whose speed drifts weighs on both alike."""
+    scenarios = [scenario] if against is None else [scenario, against]
+    benches = [
+        Bench(devices, progress, rules=rules, mixed=name == "firmware") for name in scenarios
+    ]
+    with contextlib.ExitStack() as stack:
+        environments = [stack.enter_context(bench.environment()) for bench in benches]
+        broker, hub, home, observer, startup = environments[0]
         protocol = "5" if broker.supports_mqtt5 else "3.1.1"
         if not find_max:
             progress(f"load: {rate:g} msgs/s for {duration:g} s")
-            step = bench.step(hub, home, observer, broker.port, protocol, rate, duration)
+            step = benches[0].step(hub, home, observer, broker.port, protocol, rate, duration)
             return _report(
                 step,
                 scenario=scenario,
@@ -1166,60 +1247,41 @@ def run_bench(
                 startup=startup,
                 peak_rss=hub.peak_rss_mb(),
                 broker=broker.describe(),
-                bench=bench,
+                bench=benches[0],
             )
-        steps: list[dict[str, Any]] = []
-
-        def sustained(level: float) -> tuple[bool, Step]:
-            step = bench.step(
-                hub, home, observer, broker.port, protocol, level, min(duration, MAX_STEP_SECONDS)
-            )
-            p99 = percentiles(step.state_ms)["p99"]
-            # Sustained means keeping pace, not only losing nothing: past its limit the hub
-            # still loses nothing (the broker buffers) but falls seconds behind.
-            kept_up = p99 is not None and p99 <= KEEP_UP_P99_MS
-            ok = step.lost == 0 and kept_up and step.sent_rate >= 0.95 * level
-            steps.append(
-                {
-                    "rate": level,
-                    "sent_rate": round(step.sent_rate),
-                    "lost": step.lost,
-                    "state_p99_ms": p99,
-                    "kept_up": kept_up,
-                }
-            )
-            progress(
-                f"  {level:>7.0f} msgs/s: sent {step.sent_rate:>8.0f}/s, lost {step.lost},"
-                f" p99 {p99} ms{'' if ok else '  <- limit'}"
-            )
-            return ok, step
-
-        best: Step | None = None
-        failed_at: float | None = None
-        level = 2000.0
-        while level <= 40000:
-            ok, step = sustained(level)
-            if not ok:
-                failed_at = level
+        searches = [LimitSearch() for _ in scenarios]
+        while True:
+            ran = False
+            for name, bench, search, env in zip(
+                scenarios, benches, searches, environments, strict=True
+            ):
+                level = search.next_level()
+                if level is None:
+                    continue
+                if search.bisecting:
+                    # The step that failed left the hub behind; let it catch up so that its
+                    # backlog is not counted against the next step.
+                    time.sleep(SETTLE_SECONDS)
+                e_broker, e_hub, e_home, e_observer, _ = env
+                step = bench.step(
+                    e_hub,
+                    e_home,
+                    e_observer,
+                    e_broker.port,
+                    protocol,
+                    level,
+                    min(duration, MAX_STEP_SECONDS),
+                )
+                ok = search.record(level, step)
+                progress(search.line(step, ok, f"{name}: " if against is not None else ""))
+                ran = True
+            if not ran:
                 break
-            best = step
-            level = level * 1.5 if level < 10000 else level + 4000
-        # The coarse steps only bracket the limit (up to 4,000 msgs/s apart): halve the
-        # bracket a few times so that two scenarios can be compared to within ~10 %.
-        for _ in range(BISECT_STEPS):
-            if best is None or failed_at is None or failed_at - best.rate <= 500:
-                break
-            middle = round((best.rate + failed_at) / 2 / 125) * 125
-            # The step that failed left the hub behind; let it catch up so that its backlog
-            # is not counted against the next step.
-            time.sleep(SETTLE_SECONDS)
-            ok, step = sustained(middle)
-            if ok:
-                best = step
-            else:
-                failed_at = middle
-        if best is None:
-            raise RuntimeError("even the lowest step lost messages")
+        for name, search in zip(scenarios, searches, strict=True):
+            if search.best is None:
+                raise RuntimeError(f"{name}: even the lowest step lost messages")
+        best = searches[0].best
+        assert best is not None
         report = _report(
             best,
             scenario=scenario,
@@ -1227,10 +1289,20 @@ def run_bench(
             startup=startup,
             peak_rss=hub.peak_rss_mb(),
             broker=broker.describe(),
-            bench=bench,
+            bench=benches[0],
         )
         report["max_zero_loss_rate"] = best.rate
-        report["steps"] = steps
+        report["steps"] = searches[0].steps
+        if against is not None:
+            other = searches[1].best
+            assert other is not None
+            report["against"] = {
+                "scenario": against,
+                "max_zero_loss_rate": other.rate,
+                "cpu_s_per_1k_msgs": round(other.cpu_s / max(1, other.hub_received) * 1000, 4),
+                "steps": searches[1].steps,
+            }
+            report["ratio_to_against"] = round(best.rate / other.rate, 3)
         return report
 
 
@@ -1287,6 +1359,16 @@ def format_table(report: dict[str, Any]) -> str:
     ]
     if "max_zero_loss_rate" in report:
         rows.insert(3, ("max zero-loss rate", f"{report['max_zero_loss_rate']:g} msgs/s"))
+    if "against" in report:
+        other = report["against"]
+        rows.insert(
+            4,
+            (
+                f"  against {other['scenario']}",
+                f"{other['max_zero_loss_rate']:g} msgs/s (steps taken in turns):"
+                f" ratio {100 * report['ratio_to_against']:.0f} %",
+            ),
+        )
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
@@ -1319,6 +1401,22 @@ def run_bench_command(args: argparse.Namespace) -> int:
             print(f"hub bench: --rules {rules}: {exc}", file=sys.stderr)
             return 2
 
+    against: str | None = getattr(args, "against", None)
+    compared = ("core", "firmware")
+    if against is not None and (
+        against not in compared
+        or args.scenario not in compared
+        or against == args.scenario
+        or not args.max
+    ):
+        print(
+            "hub bench: --against takes another scenario (core or firmware) and needs --max,"
+            f" got --against {against!r} for --scenario {args.scenario!r}"
+            f"{'' if args.max else ' without --max'}",
+            file=sys.stderr,
+        )
+        return 2
+
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
@@ -1333,6 +1431,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
             find_max=args.max,
             progress=progress,
             rules=rules,
+            against=against,
         ),
         format_table,
         as_json=args.json,

@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max", action="store_true", help="find the highest rate sustained with zero loss"
     )
     bench.add_argument(
+        "--against",
+        metavar="SCENARIO",
+        help="with --max: also find SCENARIO's limit (core or firmware), the two searches "
+        "taking turns step by step, and report the ratio (fair on a host whose speed drifts)",
+    )
+    bench.add_argument(
         "--replay",
         action="store_true",
         help="replay the scenario's messages (generated as if sent at --rate) into an "

@@ -82,3 +82,61 @@ def test_the_observer_watches_one_device_in_four_of_every_dialect() -> None:
     assert set(seen) == set(per_dialect)  # every dialect is measured
     for dialect, count in per_dialect.items():
         assert seen[dialect] == -(-count // WATCH_EVERY), dialect
+
+
+def _step_at(level: float, capacity: float) -> Any:
+    """A step as a hub with ``capacity`` msgs/s would give it: past it, the hub falls behind."""
+    from hub.bench import Step
+
+    p99 = 5.0 if level <= capacity else 400.0
+    return Step(
+        rate=level,
+        duration=5,
+        sent=int(level * 5),
+        sent_rate=level,
+        hub_received=int(level * 5),
+        lost=0,
+        cpu_s=1.0,
+        state_ms=[p99] * 100,
+        command_ms=[],
+        commands_failed=0,
+        floor_ms=[],
+    )
+
+
+@pytest.mark.parametrize("capacity", [2500.0, 9000.0, 15000.0, 27000.0, 50000.0])
+def test_the_limit_search_brackets_the_rate_a_hub_keeps_up_with(capacity: float) -> None:
+    from hub.bench import LimitSearch
+
+    search = LimitSearch()
+    tried: list[float] = []
+    while (level := search.next_level()) is not None:
+        tried.append(level)
+        search.record(level, _step_at(level, capacity))
+    assert search.best is not None
+    # Never above what the hub keeps up with, and at most the last bracket below it.
+    assert search.best.rate <= capacity
+    ceiling = min(38125.0, capacity)  # the highest step: it stops before 40,000 msgs/s
+    assert ceiling - search.best.rate <= (1000 if ceiling > 10000 else ceiling / 3)
+    assert len(tried) == len(set(tried)) == len(search.steps)
+    assert [row["kept_up"] for row in search.steps] == [r <= capacity for r in tried]
+
+
+def test_against_needs_max_and_the_other_compared_scenario(tmp_path: Path) -> None:
+    for args, said in [
+        (["--against", "core"], "needs --max"),
+        (["--scenario", "firmware", "--max", "--against", "firmware"], "another scenario"),
+        (["--scenario", "rules", "--max", "--against", "core"], "another scenario"),
+        (["--max", "--against", "rules"], "another scenario"),
+    ]:
+        result = subprocess.run(
+            [sys.executable, "-m", "hub", "bench", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 2, args
+        assert said in result.stderr, (args, result.stderr)
