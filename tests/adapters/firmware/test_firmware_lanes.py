@@ -112,7 +112,7 @@ async def _run(
 
     def counting(self: Any, *args: Any) -> bool:
         nonlocal taken
-        went = original(self, *args)
+        went = original(self, *args) if lanes else False  # the full way for everything
         taken += went
         return went
 
@@ -121,10 +121,11 @@ async def _run(
         patch.setattr(firmware_adapter.FirmwareProfiles, "_via_lane", counting)
         patch.setattr(RepeatMemo, "replay", counting_repeats)
         if not lanes:
-            patch.setattr(firmware_adapter, "_lane_rule", lambda rule: False)
+            patch.setattr(firmware_adapter.FirmwareProfiles, "_keep_lane", lambda *args: None)
         for topic, body in _script(tasmota, shelly):
             payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
             changes.clear()
+            reported_before = {e: s.last_reported for e, s in hub.registry.states.items()}
             # The dispatcher the broker's messages reach, so every step is handled in full.
             hub.mqtt._dispatch(topic, payload)
 
@@ -145,6 +146,12 @@ async def _run(
                         if d.owner == "firmware"
                     ),
                     dict(hub.stats.rejected_by_reason),
+                    # Repeats too: the same entities were seen reporting.
+                    sorted(
+                        plain(e)
+                        for e, s in hub.registry.states.items()
+                        if s.last_reported != reported_before.get(e)
+                    ),
                 )
             )
     return steps, taken, repeated
