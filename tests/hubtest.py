@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from hub.core import Hub
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def hub_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m hub ARGS`` from this checkout, as a user would; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "hub", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=timeout,
+        check=False,
+    )
+
 
 HubFactory = Callable[..., Awaitable[Hub]]
 

@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hubtest import hub_cli
 
 from hub.bench import format_table
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def firmware_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One short firmware bench at a modest rate, shared by the tests that read its report."""
     args = ["--scenario", "firmware", "--devices", "60", "--rate", "300", "--duration", "4"]
-    result = subprocess.run(
-        [sys.executable, "-m", "hub", "bench", *args, "--json"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path_factory.mktemp("bench"),
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=180,
-        check=False,
-    )
+    result = hub_cli("bench", *args, "--json", cwd=tmp_path_factory.mktemp("bench"), timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     report: dict[str, Any] = json.loads(result.stdout)
     return report
@@ -129,14 +117,6 @@ def test_against_needs_max_and_the_other_compared_scenario(tmp_path: Path) -> No
         (["--scenario", "rules", "--max", "--against", "core"], "another scenario"),
         (["--max", "--against", "rules"], "another scenario"),
     ]:
-        result = subprocess.run(
-            [sys.executable, "-m", "hub", "bench", *args],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            timeout=60,
-            check=False,
-        )
+        result = hub_cli("bench", *args, cwd=tmp_path)
         assert result.returncode == 2, args
         assert said in result.stderr, (args, result.stderr)

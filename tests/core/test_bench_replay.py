@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from hubtest import hub_cli
 
 
 def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hub", "bench", *args],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=180,
-        check=False,
-    )
+    return hub_cli("bench", *args, cwd=tmp_path, timeout=180)
 
 
 def test_replay_reports_cpu_per_message_for_every_firmware_dialect(tmp_path: Path) -> None:

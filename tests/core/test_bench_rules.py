@@ -3,33 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hubtest import hub_cli
 
 from hub.bench import format_table, plan_rules
 from hub.rules.loader import load_rules
 from hub.rules.model import ChooseAction, CommandAction, Rule, StateTrigger
 from hub.simulator import build_home
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def hub_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "hub", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -11,26 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from hubtest import HubFactory, eventually, write_config
+from hubtest import REPO, HubFactory, eventually, hub_cli, write_config
 from mqttprobe import MqttProbe
 
 COMMANDS = ["run", "demo", "check", "simulate", "bench", "devices"]
-REPO = Path(__file__).resolve().parents[2]
-
-
-def hub_cli(
-    *args: str, cwd: Path | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "hub", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("command", COMMANDS)

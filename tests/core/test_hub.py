@@ -473,11 +473,13 @@ def test_killed_hub_is_reported_offline_by_its_last_will(tmp_path: Path, mqtt_ur
         probe.wait_for(f"{base}/status", lambda p: p == b"offline", timeout=60)
 
 
-def test_a_bare_repeat_skips_checks_only_when_it_is_the_same_value_of_the_same_type() -> None:
+def _meter_hub() -> Hub:
+    """A hub, not started (the registry and the state path need no broker), with a meter:
+    ``meter.power`` (a sensor in W) and ``meter.relay`` (a switch)."""
     from hub.config import HubConfig
-    from hub.model import Device, Entity, EntityKind, InvalidValue
+    from hub.model import Device, Entity, EntityKind
 
-    hub = Hub(HubConfig())  # not started: the registry and the state path need no broker
+    hub = Hub(HubConfig())
     hub.register_device(
         Device(id="meter", name="Meter", owner="test"),
         [
@@ -485,6 +487,13 @@ def test_a_bare_repeat_skips_checks_only_when_it_is_the_same_value_of_the_same_t
             Entity("meter.relay", "meter", "relay", EntityKind.SWITCH, "Relay"),
         ],
     )
+    return hub
+
+
+def test_a_bare_repeat_skips_checks_only_when_it_is_the_same_value_of_the_same_type() -> None:
+    from hub.model import InvalidValue
+
+    hub = _meter_hub()
     hub.report_states([("meter.power", 1, None), ("meter.relay", "ON", None)])
     power = hub.registry.states["meter.power"]
     relay = hub.registry.states["meter.relay"]
@@ -505,17 +514,7 @@ def test_a_bare_repeat_skips_checks_only_when_it_is_the_same_value_of_the_same_t
 
 
 def test_repeats_a_plug_in_found_move_only_last_reported_unless_a_command_awaits_them() -> None:
-    from hub.config import HubConfig
-    from hub.model import Device, Entity, EntityKind
-
-    hub = Hub(HubConfig())  # not started: the registry and the state path need no broker
-    hub.register_device(
-        Device(id="meter", name="Meter", owner="test"),
-        [
-            Entity("meter.power", "meter", "power", EntityKind.SENSOR, "Power", unit="W"),
-            Entity("meter.relay", "meter", "relay", EntityKind.SWITCH, "Relay"),
-        ],
-    )
+    hub = _meter_hub()
     hub.report_states([("meter.power", 5, None), ("meter.relay", "on", None)])
     power = hub.registry.states["meter.power"]
     relay = hub.registry.states["meter.relay"]
