@@ -1268,7 +1268,7 @@ def run_bench(
                     e_home,
                     e_observer,
                     e_broker.port,
-                    protocol,
+                    "5" if e_broker.supports_mqtt5 else "3.1.1",
                     level,
                     min(duration, MAX_STEP_SECONDS),
                 )
