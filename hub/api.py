@@ -455,8 +455,9 @@ class PluginContext:
         value (attributes only). Every report is validated before any is applied, so one bad
         part of a device's message changes nothing (raises InvalidValue or KeyError naming it).
         The readings share one ``last_updated`` and, where they change, one cause (Context).
-        ``repeats`` are current States (from :meth:`state`, not a button's) the message
-        reported again unchanged: they skip validation and only move ``last_reported``.
+        ``repeats`` are current States (from :meth:`state`) the message reported again
+        unchanged: they skip validation and only move ``last_reported`` (a button's press, or
+        a reading a command awaits, is still reported in full).
         """
         self._hub.report_states(reports, repeats)
 

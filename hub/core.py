@@ -227,22 +227,24 @@ class Hub:
 
         A bare repeat (the current value again, of the same type, no attributes, no command
         awaiting it) is already valid: it skips validation and only moves ``last_reported``.
-        ``repeats`` are States the caller found current and reported again as they are (never
-        a button's: its press again is a new one); one a command awaits is reported in full.
+        ``repeats`` are States the caller found current and reported again as they are; a
+        button's (its press again is a new press) or one a command awaits is reported in full.
         """
         entities = self.registry.entities
         states = self.registry.states
         pending = self.commands.has_pending
         validated: list[tuple[Entity, Any, dict[str, Any]]] = []
         bare: list[State] = []
+        in_full: list[tuple[str, Any, Mapping[str, Any] | None]] = []
         for state in repeats:
-            if states.get(state.entity_id) is not state:
-                raise KeyError(f"{state.entity_id}: not the current state")
-            if pending(state.entity_id):
-                reports = [*reports, (state.entity_id, state.value, None)]
+            entity_id = state.entity_id
+            if states.get(entity_id) is not state:
+                raise KeyError(f"{entity_id}: not the current state")
+            if pending(entity_id) or entities[entity_id].kind is EntityKind.BUTTON:
+                in_full.append((entity_id, state.value, None))
             else:
                 bare.append(state)
-        for entity_id, value, attributes in reports:
+        for entity_id, value, attributes in [*reports, *in_full] if in_full else reports:
             entity = entities.get(entity_id)
             if entity is None:
                 raise KeyError(f"unknown entity {entity_id!r}")

@@ -52,7 +52,6 @@ from hub.api import (
     ConfigIssue,
     Device,
     Entity,
-    EntityKind,
     InvalidValue,
     Plugin,
     PluginContext,
@@ -139,8 +138,6 @@ class _LaneEntry:
     raw: Any
     entity_id: str
     state: State | None = None
-    # False for a button: the same press again is a new press, never a repeat.
-    repeatable: bool = True
 
 
 @dataclass(eq=False, slots=True)
@@ -548,10 +545,7 @@ class FirmwareProfiles(Plugin):
             if state is None:
                 return False
             if state is entry.state and type(raw) is type(entry.raw) and raw == entry.raw:
-                if entry.repeatable:
-                    repeats.append(state)
-                else:
-                    reports.append((entry.entity_id, state.value, None))
+                repeats.append(state)
                 continue
             value = raw
             fmap = plan.fmap
@@ -613,14 +607,7 @@ class FirmwareProfiles(Plugin):
                 if state.entity_id in lane.entity_ids:
                     known.lanes.pop(rule.index, None)  # two mappings for one entity
                     return
-                lane.entries[slot] = _LaneEntry(
-                    plan,
-                    key_values,
-                    raw,
-                    state.entity_id,
-                    state,
-                    entity is not None and entity.kind is not EntityKind.BUTTON,
-                )
+                lane.entries[slot] = _LaneEntry(plan, key_values, raw, state.entity_id, state)
                 lane.entity_ids.add(state.entity_id)
             elif entry.entity_id != state.entity_id:
                 known.lanes.pop(rule.index, None)

@@ -545,3 +545,20 @@ def test_repeats_a_plug_in_found_move_only_last_reported_unless_a_command_awaits
     )
     hub.report_states([], [newer_power])
     assert offered == [("meter.power", 6)]
+
+
+def test_a_button_state_handed_in_as_a_repeat_is_a_new_press() -> None:
+    from hub.model import Device, Entity, EntityKind
+
+    hub = _meter_hub()
+    hub.register_device(
+        Device(id="remote", name="Remote", owner="test"),
+        [Entity("remote.action", "remote", "action", EntityKind.BUTTON, "Action")],
+    )
+    hub.report_states([("remote.action", "single", None)])
+    press = hub.registry.states["remote.action"]
+    changes: list[StateChanged] = []
+    hub.bus.subscribe(StateChanged, changes.append, owner="test")
+    hub.report_states([], [press])
+    assert [c.entity_id for c in changes] == ["remote.action"]
+    assert hub.registry.states["remote.action"] is not press
