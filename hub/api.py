@@ -223,6 +223,12 @@ class PluginContext:
         """All entities by id."""
         return self._hub.registry.entities
 
+    @property
+    def states(self) -> Mapping[str, State]:
+        """Every entity's current State by entity id (read only: report through
+        :meth:`report_states`)."""
+        return self._hub.registry.states
+
     def state(self, entity_id: str) -> State | None:
         """The current state of an entity."""
         return self._hub.registry.states.get(entity_id)

@@ -495,17 +495,23 @@ class FirmwareProfiles(Plugin):
                     return False
                 if type(data) is not dict:
                     return False
-            variables = dict(from_topic)
+            variables = from_topic
             if route.known is not None:
-                variables.setdefault(route.install.profile.device.key, route.known.key)
-            if rule.when and not _conditions_hold(rule.when, data, variables):
-                continue
+                device_key = route.install.profile.device.key
+                if device_key not in variables:
+                    variables = {**variables, device_key: route.known.key}
+            if rule.when:
+                found = bind_conditions(rule.when, data, variables)
+                if found is None:
+                    continue
+                variables = found
             if chosen is not None:
                 return False  # several rules read it: the full way merges them
             chosen = (route, variables)
         if chosen is None:
             return False
         route, variables = chosen
+        variables = dict(variables)  # the message's own: bound values are added to it
         rule, profile = route.rule, route.install.profile
         known = route.known
         if known is None:
@@ -531,17 +537,24 @@ class FirmwareProfiles(Plugin):
         if not readings:
             return False
         entries = lane.entries
-        state_of = context.state
+        states = context.states
         reports: list[tuple[str, Any, Any]] = []
         repeats: list[State] = []
         changed: list[tuple[_LaneEntry, Any]] = []
         used: list[_LaneEntry] = []
         for plan, raw, bound in readings:
-            entry = entries.get((plan, _key_values(plan, bound)))
+            names = plan.entity_names
+            if not names:
+                slot: tuple[Any, ...] = ()
+            elif len(names) == 1:
+                slot = (bound.get(names[0], MISSING),)
+            else:
+                slot = _key_values(plan, bound)
+            entry = entries.get((plan, slot))
             if entry is None:
                 return False
             used.append(entry)
-            state = state_of(entry.entity_id)
+            state = states.get(entry.entity_id)
             if state is None:
                 return False
             if state is entry.state and type(raw) is type(entry.raw) and raw == entry.raw:
@@ -565,9 +578,9 @@ class FirmwareProfiles(Plugin):
         for entry, raw in changed:
             entry.raw = raw
         for entry in used:
-            entry.state = state_of(entry.entity_id)
-        reported.extend(entity_id for entity_id, _value, _attrs in reports)
-        reported.extend(state.entity_id for state in repeats)
+            entity_id = entry.entity_id
+            entry.state = states.get(entity_id)
+            reported.append(entity_id)
         return True
 
     def _keep_lane(self, batch: _DeviceBatch) -> None:
@@ -1320,5 +1333,6 @@ def _conditions_hold(conditions: tuple[Condition, ...], data: Any, bindings: Bin
     found = bind_conditions(conditions, data, bindings)
     if found is None:
         return False
-    bindings.update(found)
+    if found is not bindings:
+        bindings.update(found)
     return True

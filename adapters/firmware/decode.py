@@ -6,6 +6,8 @@ every group's ``at`` and every mapping's path in turn:
 - groups whose ``at`` is literal keys then one pattern (Shelly's ``params.switch:{channel}``,
   ``params.input:{channel}``...) are matched together, each key once (see :class:`PathFan`);
 - a mapping's literal path into objects is a chain of ``dict.get``;
+- a mapping's path of one pattern then object keys (Tasmota's ``{sensor}.Temperature``) looks
+  only at the object's members that are objects, listed once per group and node;
 - the entity key a mapping renders from the message's variables is remembered.
 """
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from adapters.firmware.paths import MISSING, Bindings, PathFan
+from adapters.firmware.paths import MISSING, Bindings, PathFan, _Pattern
 from adapters.firmware.templates import Template
 
 if TYPE_CHECKING:
@@ -34,6 +36,8 @@ class MapPlan:
     keys: tuple[str, ...] | None  # the path as plain object keys, when it is one
     entity_names: tuple[str, ...]
     each_names: tuple[str, ...]
+    # the path as one pattern then object keys (``{sensor}.Temperature``), when it is one
+    pattern_keys: tuple[_Pattern, tuple[str, ...]] | None = None
     memo: dict[tuple[Any, ...], str] = field(default_factory=dict)
 
     @classmethod
@@ -44,6 +48,7 @@ class MapPlan:
             fmap.path.object_keys(),
             tuple(sorted(fmap.entity.names)),
             tuple(sorted(fmap.each.names)) if fmap.each is not None else (),
+            fmap.path.pattern_then_keys(),
         )
 
     def value(self, node: Any) -> Any:
@@ -100,6 +105,19 @@ class DecodePlan:
             maps = tuple(MapPlan.of(fmap) for fmap in group.maps)
             split = group.at.split_pattern()
             if split is None:
+                last = self._generic[-1] if self._generic else None
+                if (
+                    last is not None
+                    and last[0] == index - 1
+                    and group.at.literal
+                    and not group.when
+                    and last[1].at == group.at
+                    and not last[1].when
+                ):
+                    # Consecutive groups at the same place (each mapping of a decoder is a
+                    # group): one lookup of the place, the mappings in the same order.
+                    self._generic[-1] = (index, last[1], last[2] + maps)
+                    continue
                 self._generic.append((index, group, maps))
                 continue
             prefix, pattern = split
@@ -134,11 +152,22 @@ class DecodePlan:
                 if checked is None:
                     continue
                 bound = checked
+            members: list[tuple[str, dict[str, Any]]] | None = None
             for plan in maps:
                 if plan.keys is not None or plan.fmap.path.literal:
                     value = plan.value(node)
                     if value is not MISSING:
                         out.append((plan, value, bound))
+                    continue
+                if plan.pattern_keys is not None:
+                    if members is None:
+                        # Only members that are objects can have the keys after the pattern.
+                        members = (
+                            [(k, v) for k, v in node.items() if type(v) is dict]
+                            if type(node) is dict
+                            else []
+                        )
+                    _pattern_reads(plan, plan.pattern_keys, members, bound, out)
                     continue
                 for value, map_bindings in plan.fmap.path.find(node, bound):
                     out.append((plan, value, map_bindings))
@@ -148,13 +177,46 @@ class DecodePlan:
 _by_group = itemgetter(0)
 
 
+def _pattern_reads(
+    plan: MapPlan,
+    pattern_keys: tuple[_Pattern, tuple[str, ...]],
+    members: list[tuple[str, dict[str, Any]]],
+    bindings: Bindings,
+    out: list[Reading],
+) -> None:
+    """Append what ``plan``'s pattern-then-keys path reads from ``members``, in their order
+    (as ``JsonPath.find`` would)."""
+    pattern, keys = pattern_keys
+    for key, child in members:
+        value: Any = child
+        for step in keys:
+            if type(value) is not dict:
+                value = MISSING
+                break
+            value = value.get(step, MISSING)
+            if value is MISSING:
+                break
+        if value is MISSING:
+            continue
+        variables = pattern.bind(key)
+        if variables is None:
+            continue
+        bound = dict(bindings)
+        for name, typed in variables.items():
+            if bound.setdefault(name, typed) != typed:
+                break  # the topic named another one
+        else:
+            out.append((plan, value, bound))
+
+
 def bind_conditions(
     conditions: tuple[Condition, ...], node: Any, bindings: Bindings
 ) -> Bindings | None:
-    """``bindings`` plus what the conditions bind, or None when one does not hold."""
+    """``bindings`` plus what the conditions bind, or None when one does not hold (``bindings``
+    itself when they bind nothing: callers never change the dicts they are given)."""
     if not conditions:
         return bindings
-    bound = dict(bindings)
+    bound = bindings
     for condition in conditions:
         value = condition.path.get(node)
         if value is MISSING:
@@ -172,7 +234,13 @@ def bind_conditions(
             return None
         for name, raw in match.groupdict().items():
             typed: Any = int(raw) if name in condition.ints else raw
-            if name in bound and bound[name] != typed:
-                return None
+            if name in bound:
+                current = bound[name]
+                if current != typed:
+                    return None
+                if type(current) is type(typed):
+                    continue
+            if bound is bindings:
+                bound = dict(bindings)
             bound[name] = typed
     return bound

@@ -107,6 +107,18 @@ class JsonPath:
             keys.append(segment.key)
         return tuple(keys)
 
+    def pattern_then_keys(self) -> tuple[_Pattern, tuple[str, ...]] | None:
+        """One pattern segment then plain object keys (``{sensor}.Temperature``): the pattern
+        and the keys; else None."""
+        if len(self.segments) < 2 or not isinstance(self.segments[0], _Pattern):
+            return None
+        keys: list[str] = []
+        for segment in self.segments[1:]:
+            if not isinstance(segment, _Key) or segment.index is not None:
+                return None
+            keys.append(segment.key)
+        return self.segments[0], tuple(keys)
+
     def split_pattern(self) -> tuple[JsonPath, _Pattern] | None:
         """Literal keys then one pattern segment: (the literal part, the pattern); else None."""
         if not self.segments or not isinstance(self.segments[-1], _Pattern):

@@ -92,6 +92,28 @@ FULL_STATUS = {
             },
             {"topic": "plug", "temp_unit": "C"},
         ),
+        # Members of every kind beside the sensors: only objects holding the keys are read.
+        (
+            "tasmota",
+            "sensor",
+            {
+                "Time": "2024-01-01T00:00:00",
+                "SI7021": {"Humidity": 40.0, "Temperature": {"nested": 1}},
+                "Switch1": "ON",
+                "ANALOG": {"A0": 512},
+                "DS18B20": [{"Temperature": 20.0}],
+                "ENERGY": "broken",
+                "TempUnit": "C",
+            },
+            {"topic": "th", "temp_unit": "C"},
+        ),
+        # A sensor the topic variables already name: other sensors are not this message's.
+        (
+            "tasmota",
+            "sensor",
+            {"AM2301": {"Temperature": 24.6}, "BME280": {"Temperature": 21.0}},
+            {"topic": "th", "temp_unit": "C", "sensor": "BME280"},
+        ),
         (
             "tasmota",
             "status11",
