@@ -18,12 +18,18 @@ _LOGGER = logging.getLogger(__name__)
 
 
 class _Subscription:
-    __slots__ = ("callback", "is_async", "owner")
+    __slots__ = ("callback", "except_types", "is_async", "owner")
 
-    def __init__(self, callback: Callable[[Any], Any], owner: str) -> None:
+    def __init__(
+        self,
+        callback: Callable[[Any], Any],
+        owner: str,
+        except_types: frozenset[type[Event]] = frozenset(),
+    ) -> None:
         self.callback = callback
         self.owner = owner
         self.is_async = inspect.iscoroutinefunction(callback)
+        self.except_types = except_types  # a catch-all's types it never wants
 
 
 class EventBus:
@@ -50,18 +56,31 @@ class EventBus:
         """Call ``callback`` for each event of ``event_type``; return the function that stops it."""
         return self._add(self._by_type.setdefault(event_type, []), callback, owner)
 
-    def subscribe_all(self, callback: Listener[Event], *, owner: str) -> Unsubscribe:
-        """Call ``callback`` for every event; return the function that stops it."""
-        return self._add(self._catch_all, callback, owner)
+    def subscribe_all(
+        self,
+        callback: Listener[Event],
+        *,
+        owner: str,
+        except_types: tuple[type[Event], ...] = (),
+    ) -> Unsubscribe:
+        """Call ``callback`` for every event but those of ``except_types`` (not even called
+        for them: the hot path's StateChanged, say); return the function that stops it."""
+        return self._add(self._catch_all, callback, owner, frozenset(except_types))
 
     def has_listeners(self, event_type: type[Event]) -> bool:
         """True when an event of this type would reach anyone (lets producers skip work)."""
-        return bool(self._by_type.get(event_type)) or bool(self._catch_all)
+        return bool(self._by_type.get(event_type)) or any(
+            event_type not in sub.except_types for sub in self._catch_all
+        )
 
     def _add(
-        self, bucket: list[_Subscription], callback: Callable[[Any], Any], owner: str
+        self,
+        bucket: list[_Subscription],
+        callback: Callable[[Any], Any],
+        owner: str,
+        except_types: frozenset[type[Event]] = frozenset(),
     ) -> Unsubscribe:
-        sub = _Subscription(callback, owner)
+        sub = _Subscription(callback, owner, except_types)
         bucket.append(sub)
         self._dispatch.clear()
 
@@ -78,7 +97,10 @@ class EventBus:
         event_type = type(event)
         subs = self._dispatch.get(event_type)
         if subs is None:
-            subs = (*self._by_type.get(event_type, ()), *self._catch_all)
+            subs = (
+                *self._by_type.get(event_type, ()),
+                *(sub for sub in self._catch_all if event_type not in sub.except_types),
+            )
             self._dispatch[event_type] = subs
         for sub in subs:
             if sub.is_async:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -301,6 +301,12 @@ class CommandRouter:
     def has_pending(self, entity_id: str) -> bool:
         """True when a command to this entity awaits confirmation (checked on every report)."""
         return entity_id in self._pending
+
+    @property
+    def awaiting(self) -> Container[str]:
+        """The ids of the entities a command awaits a confirmation from: the same live object
+        for the router's life, so the ingest path keeps it and asks ``entity_id in``."""
+        return self._pending
 
     @property
     def pending_count(self) -> int:

@@ -95,6 +95,7 @@ class Hub:
         self.registry = Registry()
         self.bus = EventBus()
         self.commands = CommandRouter(self.registry, self.bus, timeout=config.hub.command_timeout)
+        self._awaiting = self.commands.awaiting  # checked on every report
         # Group states follow their members from the start (rule tests use unstarted hubs).
         self.groups = GroupStates(self.registry, self.bus)
         self.groups.attach()
@@ -171,7 +172,7 @@ class Hub:
         old = states.get(entity_id)
         cause = (
             self.commands.on_report(entity_id, value, attributes)
-            if self.commands.has_pending(entity_id)
+            if entity_id in self._awaiting
             else None
         )
         if old is None:
@@ -232,7 +233,8 @@ class Hub:
         """
         entities = self.registry.entities
         states = self.registry.states
-        pending = self.commands.has_pending
+        awaiting = self._awaiting
+        button = EntityKind.BUTTON
         validated: list[tuple[Entity, Any, dict[str, Any]]] = []
         bare: list[State] = []
         in_full: list[tuple[str, Any, Mapping[str, Any] | None]] = []
@@ -240,7 +242,7 @@ class Hub:
             entity_id = state.entity_id
             if states.get(entity_id) is not state:
                 raise KeyError(f"{entity_id}: not the current state")
-            if pending(entity_id) or entities[entity_id].kind is EntityKind.BUTTON:
+            if entity_id in awaiting or entities[entity_id].kind is button:
                 in_full.append((entity_id, state.value, None))
             else:
                 bare.append(state)
@@ -254,8 +256,8 @@ class Hub:
                     old is not None
                     and type(value) is type(old.value)
                     and value == old.value
-                    and entity.kind is not EntityKind.BUTTON
-                    and not pending(entity_id)
+                    and entity.kind is not button
+                    and entity_id not in awaiting
                 ):
                     bare.append(old)
                     continue

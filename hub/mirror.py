@@ -65,7 +65,8 @@ class Mirror:
             bus.subscribe(DeviceAvailability, self._on_availability, owner="mirror"),
             bus.subscribe(DeviceRemoved, self._on_removed, owner="mirror"),
             bus.subscribe(GroupStateChanged, self._on_group, owner="mirror"),
-            bus.subscribe_all(self._on_any, owner="mirror"),
+            # States travel on the retained device topics, not as events.
+            bus.subscribe_all(self._on_any, owner="mirror", except_types=(StateChanged,)),
             self._mqtt.on_connect(self.resync),
             self._mqtt.subscribe(
                 f"{self.base}/devices/+/set", self._on_device_command, owner="mirror", qos=1
@@ -202,8 +203,8 @@ class Mirror:
             )
 
     def _on_any(self, event: Event) -> None:
-        if isinstance(event, StateChanged) or not self._mqtt.connected:
-            return  # states travel on the retained device topics
+        if not self._mqtt.connected:
+            return
         body = event.payload()
         self._mqtt.publish(f"{self.base}/events/{event.name}", orjson.dumps(body, default=str))
 

@@ -70,10 +70,10 @@ class RepeatMemo:
             if devices.get(device.id) is not device or not device.available:
                 return False
         states = registry.states
-        pending = hub.commands.has_pending
+        awaiting = hub.commands.awaiting
         for state in remembered.states:
             entity_id = state.entity_id
-            if states.get(entity_id) is not state or pending(entity_id):
+            if states.get(entity_id) is not state or entity_id in awaiting:
                 return False
         now = time.time()
         for state in remembered.states:

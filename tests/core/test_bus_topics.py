@@ -33,6 +33,21 @@ def test_listener_gets_only_its_event_type_and_catch_all_gets_everything() -> No
     assert [type(e) for e in everything] == [DeviceRemoved, DeviceAvailability]
 
 
+def test_a_catch_all_is_not_called_for_the_types_it_excepts() -> None:
+    """The mirror's catch-all skips StateChanged this way: not called at all, so the hot
+    path pays nothing for it; everything else still reaches it."""
+    bus = EventBus()
+    everything: list[Event] = []
+    undo = bus.subscribe_all(everything.append, owner="all", except_types=(DeviceRemoved,))
+    assert not bus.has_listeners(DeviceRemoved)
+    assert bus.has_listeners(DeviceAvailability)
+    bus.publish(DeviceRemoved("a"))
+    bus.publish(DeviceAvailability("a", True))
+    assert [type(e) for e in everything] == [DeviceAvailability]
+    undo()
+    assert not bus.has_listeners(DeviceAvailability)
+
+
 def test_failing_listener_is_logged_with_owner_and_others_still_run(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -513,7 +513,9 @@ def test_a_bare_repeat_skips_checks_only_when_it_is_the_same_value_of_the_same_t
     assert hub.registry.states["meter.relay"].last_reported > relay.last_updated
 
 
-def test_repeats_a_plug_in_found_move_only_last_reported_unless_a_command_awaits_them() -> None:
+async def test_repeats_a_plug_in_found_move_only_last_reported_unless_a_command_awaits_them() -> (
+    None
+):
     hub = _meter_hub()
     hub.report_states([("meter.power", 5, None), ("meter.relay", "on", None)])
     power = hub.registry.states["meter.power"]
@@ -537,14 +539,24 @@ def test_repeats_a_plug_in_found_move_only_last_reported_unless_a_command_awaits
     assert newer_power.last_reported > before
     assert [c.entity_id for c in changes] == ["meter.relay"]
 
-    # A command awaiting the entity sees the repeat: it may be the confirmation.
-    offered: list[tuple[str, object]] = []
-    hub.commands.has_pending = lambda entity_id: entity_id == "meter.power"  # type: ignore[method-assign]
-    hub.commands.on_report = (  # type: ignore[method-assign]
-        lambda entity_id, value, attributes: offered.append((entity_id, value)) or None
-    )
-    hub.report_states([], [newer_power])
-    assert offered == [("meter.power", 6)]
+    # A command awaiting the entity sees the repeat: it may be the confirmation. The relay is
+    # already off, so the next "off" it repeats confirms "turn off", with the command's cause.
+    sent: list[str] = []
+
+    class Relays:
+        def send_command(self, device: Any, entity: Any, action: str, *args: Any) -> None:
+            sent.append(action)
+
+    hub.commands.register_dialect("test", Relays())
+    asked = Context(Origin.PERSON, "test")
+    [result] = hub.commands.issue(Command("meter.relay", "turn_off", asked), timeout=5)
+    assert sent == ["turn_off"]
+    assert not result.done()
+    changes.clear()
+    hub.report_states([], [hub.registry.states["meter.relay"]])
+    assert (await result).ok
+    assert [c.entity_id for c in changes] == ["meter.relay"]
+    assert changes[0].new.context.parent is asked
 
 
 def test_a_button_state_handed_in_as_a_repeat_is_a_new_press() -> None:
