@@ -541,7 +541,6 @@ class FirmwareProfiles(Plugin):
         reports: list[tuple[str, Any, Any]] = []
         repeats: list[State] = []
         changed: list[tuple[_LaneEntry, Any]] = []
-        used: list[_LaneEntry] = []
         for plan, raw, bound in readings:
             names = plan.entity_names
             if not names:
@@ -553,10 +552,11 @@ class FirmwareProfiles(Plugin):
             entry = entries.get((plan, slot))
             if entry is None:
                 return False
-            used.append(entry)
-            state = states.get(entry.entity_id)
+            entity_id = entry.entity_id
+            state = states.get(entity_id)
             if state is None:
                 return False
+            reported.append(entity_id)
             if state is entry.state and type(raw) is type(entry.raw) and raw == entry.raw:
                 repeats.append(state)
                 continue
@@ -569,18 +569,17 @@ class FirmwareProfiles(Plugin):
                     return False
             if value is SKIP or value is None or isinstance(value, dict | list):
                 return False
-            reports.append((entry.entity_id, value, None))
+            reports.append((entity_id, value, None))
             changed.append((entry, raw))
         try:
             context.report_states(reports, repeats)
         except (InvalidValue, KeyError):
             return False  # nothing was applied: the full way rejects it, saying why
+        # A repeat's State only had its last_reported moved. (One a command awaited was
+        # reported in full and replaced: its next reading is then a change, and reported so.)
         for entry, raw in changed:
             entry.raw = raw
-        for entry in used:
-            entity_id = entry.entity_id
-            entry.state = states.get(entity_id)
-            reported.append(entity_id)
+            entry.state = states.get(entry.entity_id)
         return True
 
     def _keep_lane(self, batch: _DeviceBatch) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from adapters.firmware.paths import MISSING, Bindings, PathFan, _Pattern
@@ -38,17 +37,21 @@ class MapPlan:
     each_names: tuple[str, ...]
     # the path as one pattern then object keys (``{sensor}.Temperature``), when it is one
     pattern_keys: tuple[_Pattern, tuple[str, ...]] | None = None
+    # the path as a single object key, when it is one
+    key: str | None = None
     memo: dict[tuple[Any, ...], str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, fmap: FieldMap) -> MapPlan:
         """Plan one mapping."""
+        keys = fmap.path.object_keys()
         return cls(
             fmap,
-            fmap.path.object_keys(),
+            keys,
             tuple(sorted(fmap.entity.names)),
             tuple(sorted(fmap.each.names)) if fmap.each is not None else (),
             fmap.path.pattern_then_keys(),
+            keys[0] if keys is not None and len(keys) == 1 else None,
         )
 
     def value(self, node: Any) -> Any:
@@ -91,7 +94,8 @@ class MapPlan:
 
 
 Reading = tuple[MapPlan, Any, Bindings]
-_Hit = tuple[int, "DecodeGroup", tuple[MapPlan, ...], Any, Bindings]
+_Tag = tuple[int, "DecodeGroup", tuple[MapPlan, ...]]
+_Hit = tuple[_Tag, Any, Bindings]  # (group, the node it reached, the variables bound on the way)
 
 
 class DecodePlan:
@@ -99,8 +103,8 @@ class DecodePlan:
 
     def __init__(self, groups: tuple[DecodeGroup, ...]) -> None:
         self.groups = groups
-        fans: dict[tuple[str, ...], PathFan[tuple[int, DecodeGroup, tuple[MapPlan, ...]]]] = {}
-        self._generic: list[tuple[int, DecodeGroup, tuple[MapPlan, ...]]] = []
+        fans: dict[tuple[str, ...], PathFan[_Tag]] = {}
+        self._generic: list[_Tag] = []
         for index, group in enumerate(groups):
             maps = tuple(MapPlan.of(fmap) for fmap in group.maps)
             split = group.at.split_pattern()
@@ -134,18 +138,21 @@ class DecodePlan:
     def readings(self, data: Any, bindings: Bindings) -> list[Reading]:
         """Every (mapping, value, variables) the message gives, in the profile's order."""
         hits: list[_Hit] = []
-        found: list[tuple[tuple[int, DecodeGroup, tuple[MapPlan, ...]], Any, Bindings]] = []
         for fan in self._fans:
-            fan.find(data, bindings, found)
-        for (index, group, maps), node, bound in found:
-            hits.append((index, group, maps, node, bound))
-        for index, group, maps in self._generic:
-            for node, bound in group.at.find(data, bindings):
-                hits.append((index, group, maps, node, bound))
+            fan.find(data, bindings, hits)
+        for tag in self._generic:
+            at = tag[1].at
+            if at.literal:
+                node = at.get(data) if at.segments else data
+                if node is not MISSING:
+                    hits.append((tag, node, bindings))
+                continue
+            for node, bound in at.find(data, bindings):
+                hits.append((tag, node, bound))
         if len(hits) > 1:
             hits.sort(key=_by_group)  # stable: within a group, the object's key order
         out: list[Reading] = []
-        for _, group, maps, node, found_at in hits:
+        for (_, group, maps), node, found_at in hits:
             bound = found_at
             if group.when:
                 checked = bind_conditions(group.when, node, found_at)
@@ -154,6 +161,13 @@ class DecodePlan:
                 bound = checked
             members: list[tuple[str, dict[str, Any]]] | None = None
             for plan in maps:
+                key = plan.key
+                if key is not None:
+                    # The common mapping: one key of an object.
+                    value = node.get(key, MISSING) if type(node) is dict else MISSING
+                    if value is not MISSING:
+                        out.append((plan, value, bound))
+                    continue
                 if plan.keys is not None or plan.fmap.path.literal:
                     value = plan.value(node)
                     if value is not MISSING:
@@ -174,7 +188,11 @@ class DecodePlan:
         return out
 
 
-_by_group = itemgetter(0)
+def _group_index(hit: _Hit) -> int:
+    return hit[0][0]
+
+
+_by_group = _group_index
 
 
 def _pattern_reads(
