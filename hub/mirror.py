@@ -157,17 +157,20 @@ class Mirror:
         if device is None:
             return
         states = registry.states
+        by_id = registry.entities
         fragments = self._fragments
         entities: dict[str, Any] = {}
-        for entity in registry.entities_of(device_id):
-            state = states.get(entity.id)
-            if state is None:
+        # Every entity of the device, each time one changed: firmware devices have a dozen.
+        for entity_id in device.entity_ids:
+            entity = by_id.get(entity_id)
+            state = states.get(entity_id)
+            if entity is None or state is None:
                 continue
-            cached = fragments.get(entity.id)
-            if cached is None or not _same_body(cached[0], state):
+            cached = fragments.get(entity_id)
+            if cached is None or (cached[0] is not state and not _same_body(cached[0], state)):
                 # States are immutable: serialise each one once, however often it is mirrored.
                 cached = (state, orjson.Fragment(orjson.dumps(_entity_body(state))))
-                fragments[entity.id] = cached
+                fragments[entity_id] = cached
             entities[entity.key] = cached[1]
         body = {"available": device.available, "entities": entities}
         self._mqtt.publish(
