@@ -5,7 +5,9 @@ every group's ``at`` and every mapping's path in turn:
 
 - groups whose ``at`` is literal keys then one pattern (Shelly's ``params.switch:{channel}``,
   ``params.input:{channel}``...) are matched together, each key once (see :class:`PathFan`);
-- a mapping's literal path into objects is a chain of ``dict.get``;
+- consecutive groups at one literal place (each mapping of a decoder is a group) are read as
+  one group: the place is looked up once;
+- a mapping's literal path into objects is a chain of ``dict.get`` (one key: inline);
 - a mapping's path of one pattern then object keys (Tasmota's ``{sensor}.Temperature``) looks
   only at the object's members that are objects, listed once per group and node;
 - the entity key a mapping renders from the message's variables is remembered.
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from adapters.firmware.paths import MISSING, Bindings, PathFan, _Pattern
+from adapters.firmware.paths import MISSING, Bindings, KeyPattern, PathFan
 from adapters.firmware.templates import Template
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ class MapPlan:
     entity_names: tuple[str, ...]
     each_names: tuple[str, ...]
     # the path as one pattern then object keys (``{sensor}.Temperature``), when it is one
-    pattern_keys: tuple[_Pattern, tuple[str, ...]] | None = None
+    pattern_keys: tuple[KeyPattern, tuple[str, ...]] | None = None
     # the path as a single object key, when it is one
     key: str | None = None
     memo: dict[tuple[Any, ...], str] = field(default_factory=dict)
@@ -197,7 +199,7 @@ _by_group = _group_index
 
 def _pattern_reads(
     plan: MapPlan,
-    pattern_keys: tuple[_Pattern, tuple[str, ...]],
+    pattern_keys: tuple[KeyPattern, tuple[str, ...]],
     members: list[tuple[str, dict[str, Any]]],
     bindings: Bindings,
     out: list[Reading],

@@ -38,7 +38,9 @@ _MEMO_LIMIT = 1024
 
 
 @dataclass(frozen=True, slots=True)
-class _Pattern:
+class KeyPattern:
+    """A path segment with placeholders: the object keys it fits, and what they bind."""
+
     regex: re.Pattern[str]
     ints: frozenset[str]  # variables converted to int when bound
     # key -> the variables it binds (typed), or None when it does not fit
@@ -68,7 +70,7 @@ class _Star:
     pass
 
 
-Segment = _Key | _Pattern | _Star
+Segment = _Key | KeyPattern | _Star
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +109,10 @@ class JsonPath:
             keys.append(segment.key)
         return tuple(keys)
 
-    def pattern_then_keys(self) -> tuple[_Pattern, tuple[str, ...]] | None:
+    def pattern_then_keys(self) -> tuple[KeyPattern, tuple[str, ...]] | None:
         """One pattern segment then plain object keys (``{sensor}.Temperature``): the pattern
         and the keys; else None."""
-        if len(self.segments) < 2 or not isinstance(self.segments[0], _Pattern):
+        if len(self.segments) < 2 or not isinstance(self.segments[0], KeyPattern):
             return None
         keys: list[str] = []
         for segment in self.segments[1:]:
@@ -119,9 +121,9 @@ class JsonPath:
             keys.append(segment.key)
         return self.segments[0], tuple(keys)
 
-    def split_pattern(self) -> tuple[JsonPath, _Pattern] | None:
+    def split_pattern(self) -> tuple[JsonPath, KeyPattern] | None:
         """Literal keys then one pattern segment: (the literal part, the pattern); else None."""
-        if not self.segments or not isinstance(self.segments[-1], _Pattern):
+        if not self.segments or not isinstance(self.segments[-1], KeyPattern):
             return None
         head = self.segments[:-1]
         if not all(isinstance(s, _Key) for s in head):
@@ -181,7 +183,7 @@ def _step(node: Any, segment: _Key) -> Any:
 
 
 def _matching_keys(
-    node: dict[str, Any], segment: _Pattern, bindings: Bindings, follow: _Key | None = None
+    node: dict[str, Any], segment: KeyPattern, bindings: Bindings, follow: _Key | None = None
 ) -> list[tuple[Any, Bindings]]:
     found: list[tuple[Any, Bindings]] = []
     bind = segment.bind
@@ -212,10 +214,10 @@ class PathFan(Generic[T]):
 
     def __init__(self, prefix: JsonPath) -> None:
         self.prefix = prefix
-        self._members: list[tuple[T, _Pattern]] = []
+        self._members: list[tuple[T, KeyPattern]] = []
         self._memo: dict[str, tuple[tuple[T, dict[str, Any]], ...]] = {}
 
-    def add(self, tag: T, pattern: _Pattern) -> None:
+    def add(self, tag: T, pattern: KeyPattern) -> None:
         """Match ``pattern`` too, reporting its finds with ``tag``."""
         self._members.append((tag, pattern))
         self._memo.clear()
@@ -290,5 +292,5 @@ def parse_path(text: str, patterns: Mapping[str, str], ints: frozenset[str]) -> 
                     raise PathError(f"{{{part.name}}} has no pattern (declare it in vars)")
                 seen.append(part.name)
                 pieces.append(f"(?P<{part.name}>{patterns[part.name]})")
-        segments.append(_Pattern(re.compile("".join(pieces)), ints & frozenset(seen)))
+        segments.append(KeyPattern(re.compile("".join(pieces)), ints & frozenset(seen)))
     return JsonPath(text, tuple(segments))
