@@ -298,14 +298,11 @@ class CommandRouter:
 
         return undo
 
-    def has_pending(self, entity_id: str) -> bool:
-        """True when a command to this entity awaits confirmation (checked on every report)."""
-        return entity_id in self._pending
-
     @property
     def awaiting(self) -> Container[str]:
-        """The ids of the entities a command awaits a confirmation from: the same live object
-        for the router's life, so the ingest path keeps it and asks ``entity_id in``."""
+        """The ids of the entities a command awaits a confirmation from (checked on every
+        report): the same live object for the router's life, so the ingest path keeps it and
+        asks ``entity_id in``."""
         return self._pending
 
     @property
