@@ -370,6 +370,9 @@ class Observed:
     command_ms_by_dialect: defaultdict[str, list[float]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    state_ms_by_dialect: defaultdict[str, list[float]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     commands_failed: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
     status: str = ""
@@ -588,6 +591,8 @@ class Observer:
         self.issued_dialect: dict[str, str] = {}
         self._last_updated: dict[tuple[str, str], float] = {}
         self.watched = watched_devices(home)
+        # hub device id -> the dialect its simulated device speaks
+        self._dialects = {home.dialect_of[d.id].hub_device_id(d): d.dialect for d in home.devices}
 
     def connect(self) -> None:
         """Subscribe to the hub's topics: the mirrored state of the watched devices only."""
@@ -655,7 +660,9 @@ class Observer:
             if isinstance(value, int | float) and not isinstance(value, bool):
                 value = float(value)
             if value == published[0] and updated >= published[1]:
-                self.seen.state_ms.append((updated - published[1]) * 1000)
+                latency = (updated - published[1]) * 1000
+                self.seen.state_ms.append(latency)
+                self.seen.state_ms_by_dialect[self._dialects.get(device_id, "?")].append(latency)
                 last_pub.pop(ident, None)
 
     def issue_command(self, device_id: str, key: str, dialect: str = "native") -> None:
@@ -793,6 +800,7 @@ class Step:
     commands_failed: int
     floor_ms: list[float]
     command_ms_by_dialect: dict[str, list[float]] = field(default_factory=dict)
+    state_ms_by_dialect: dict[str, list[float]] = field(default_factory=dict)
     # The rules scenario (empty or zero otherwise).
     rule_ms: list[float] = field(default_factory=list)
     rule_misses: int = 0
@@ -954,6 +962,7 @@ class Bench:
         base_sent, base_replies, base_echoes = home.sent, home.replies, home.echoes
         observer.seen.state_ms, observer.seen.command_ms = [], []
         observer.seen.command_ms_by_dialect = defaultdict(list)
+        observer.seen.state_ms_by_dialect = defaultdict(list)
         observer.seen.commands_failed = 0
         observer.seen.notifications = 0
         probe = home.probe
@@ -1013,6 +1022,7 @@ class Bench:
             command_ms_by_dialect={
                 k: list(v) for k, v in observer.seen.command_ms_by_dialect.items()
             },
+            state_ms_by_dialect={k: list(v) for k, v in observer.seen.state_ms_by_dialect.items()},
             commands_failed=observer.seen.commands_failed,
             floor_ms=list(floor.samples),
             rule_ms=list(probe.samples) if probe is not None else [],
@@ -1109,6 +1119,10 @@ def _report(
                 "command_latency_by_dialect_ms": {
                     name: percentiles(samples)
                     for name, samples in sorted(step.command_ms_by_dialect.items())
+                },
+                "state_latency_by_dialect_ms": {
+                    name: percentiles(samples)
+                    for name, samples in sorted(step.state_ms_by_dialect.items())
                 },
                 "firmware_mix": bench.mix,
             }
@@ -1344,6 +1358,14 @@ def format_table(report: dict[str, Any]) -> str:
         ("ingested", f"{report['ingest_msgs_per_s']:g} msgs/s"),
         ("lost", report["lost"]),
         ("publish -> state", lat("state_latency_ms")),
+        *(
+            [
+                (f"  via {name}", lat_of(report["state_latency_by_dialect_ms"][name]))
+                for name in report["state_latency_by_dialect_ms"]
+            ]
+            if "state_latency_by_dialect_ms" in report
+            else []
+        ),
         (
             "command -> confirmed",
             lat("command_latency_ms") + f"  ({report['command_latency_ms']['failed']} failed)",
