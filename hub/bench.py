@@ -405,8 +405,11 @@ class BenchHome:
         self.dialect_of = {d.id: self.dialects[d.dialect] for d in self.devices}
         # (simulated device id, its entity key) -> (hub device id, hub entity key)
         self.hub_ids: dict[tuple[str, str], tuple[str, str]] = {}
+        # hub device id -> the dialect its simulated device speaks (in device order)
+        self.dialect_by_hub_id: dict[str, str] = {}
         for device in self.devices:
             dialect = self.dialect_of[device.id]
+            self.dialect_by_hub_id[dialect.hub_device_id(device)] = device.dialect
             for key in device.entities():
                 hub_key = dialect.hub_key(device, key)
                 if hub_key is not None:
@@ -570,8 +573,8 @@ def watched_devices(home: BenchHome) -> set[str]:
     The hub still mirrors every device; the broker just forwards fewer of them.
     """
     by_dialect: dict[str, list[str]] = defaultdict(list)
-    for device in home.devices:
-        by_dialect[device.dialect].append(home.dialect_of[device.id].hub_device_id(device))
+    for hub_id, dialect in home.dialect_by_hub_id.items():
+        by_dialect[dialect].append(hub_id)
     return {ids[i] for ids in by_dialect.values() for i in range(0, len(ids), WATCH_EVERY)}
 
 
@@ -591,8 +594,6 @@ class Observer:
         self.issued_dialect: dict[str, str] = {}
         self._last_updated: dict[tuple[str, str], float] = {}
         self.watched = watched_devices(home)
-        # hub device id -> the dialect its simulated device speaks
-        self._dialects = {home.dialect_of[d.id].hub_device_id(d): d.dialect for d in home.devices}
 
     def connect(self) -> None:
         """Subscribe to the hub's topics: the mirrored state of the watched devices only."""
@@ -662,7 +663,8 @@ class Observer:
             if value == published[0] and updated >= published[1]:
                 latency = (updated - published[1]) * 1000
                 self.seen.state_ms.append(latency)
-                self.seen.state_ms_by_dialect[self._dialects.get(device_id, "?")].append(latency)
+                dialect = self.home.dialect_by_hub_id.get(device_id, "?")
+                self.seen.state_ms_by_dialect[dialect].append(latency)
                 last_pub.pop(ident, None)
 
     def issue_command(self, device_id: str, key: str, dialect: str = "native") -> None:
