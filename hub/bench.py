@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from hub.benchload import LoadLink
+
 if TYPE_CHECKING:
     from hub.simulator import MotionSensor, SimDevice
 
@@ -50,6 +52,8 @@ BISECT_STEPS = 3
 # Seconds of quiet after a failed step, before the next one.
 SETTLE_SECONDS = 5.0
 MAX_STEP_SECONDS = 5.0
+# --max stops stepping up past this rate (the bench's load generator is one Python thread).
+MAX_SEARCH_RATE = 250_000.0
 # The observer reads the mirrored state of one device in this many (see watched_devices).
 WATCH_EVERY = 4
 # --max: a step counts as sustained only if publish-to-state p99 stays within this.
@@ -420,6 +424,11 @@ class BenchHome:
         self.rng = random.Random(seed)
         self.client = _client(f"bench-home-{uuid.uuid4().hex[:8]}", protocol)
         self.client.on_message = self._on_command
+        # Reports and command replies go out on their own connection, in batches (see
+        # hub.benchload); ``client`` announces the devices and receives the commands.
+        self.load = LoadLink(
+            _client(f"bench-load-{uuid.uuid4().hex[:8]}", protocol), v5=protocol == "5"
+        )
         self.port = port
         # (hub device id, entity key) -> (value, publish time) of the latest report with a value,
         # for the devices the observer watches (all when ``watched`` is None)
@@ -441,6 +450,7 @@ class BenchHome:
 
     def connect(self) -> None:
         """Connect, subscribe to commands and announce every device."""
+        self.load.connect(self.port)
         _connect(self.client, self.port)
         filters = [f for d in self.dialects.values() for f in d.filters()]
         self.client.subscribe([(f, 1) for f in filters])
@@ -494,9 +504,13 @@ class BenchHome:
                 ident = self.hub_ids.get((device.id, key))
                 if ident is not None:
                     self.last_pub.pop(ident, None)
-        for msg in msgs:
-            client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
-            self.replies += 1
+        with self.lock:
+            # On the load connection, after the reports already queued: in the order a
+            # device would send them.
+            for msg in msgs:
+                self.load.add(msg.topic, msg.payload, retain=msg.retain)
+            self.load.flush()
+        self.replies += len(msgs)
 
     def run_load(
         self,
@@ -507,7 +521,8 @@ class BenchHome:
     ) -> float:
         """Publish ``rate`` reports/s for ``duration`` s, paced on a monotonic schedule;
         ``drive(now)`` publishes extra messages of its own and says how many (counted as sent)."""
-        publish = self.client.publish
+        load = self.load
+        lock = self.lock
         devices = self.load_devices
         count = len(devices)
         # Per device: its dialect's report() and its hub ids by entity key.
@@ -531,6 +546,7 @@ class BenchHome:
         end = start + duration
         sent = 0
         last_tick = start
+        carried_values: list[tuple[tuple[str, str], Any]] = []
         while True:
             now = time.monotonic()
             if now >= end:
@@ -538,16 +554,23 @@ class BenchHome:
             due = int((now - start) * rate)
             while sent < due:
                 device, report_of, idents = plans[sent % count]
-                with self.lock:
+                with lock:
                     msg, carried = report_of(device, device.next_report(time.time(), self.rng))
-                t_pub = time.time()
+                    load.add(msg.topic, msg.payload, retain=msg.retain)
                 for key, body in carried.items():
                     value = _scalar(body)
                     ident = idents.get(key)
                     if value is not None and ident is not None:
-                        last_pub[ident] = (value, t_pub)
-                publish(msg.topic, msg.payload, retain=msg.retain)
+                        carried_values.append((ident, value))
                 sent += 1
+            # The batch's publish time: stamped before it is written, so the hub cannot have
+            # stamped a state from it earlier.
+            t_pub = time.time()
+            for ident, value in carried_values:
+                last_pub[ident] = (value, t_pub)
+            carried_values.clear()
+            with lock:
+                load.flush()
             if drive is not None:
                 driven += drive(now)
             if on_tick is not None and now - last_tick >= 0.05:
@@ -559,6 +582,7 @@ class BenchHome:
 
     def close(self) -> None:
         """Disconnect."""
+        self.load.close()
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -1182,8 +1206,8 @@ class LimitSearch:
             return self._confirming
         if self.level is not None:
             return self.level
-        # The coarse steps only bracket the limit (up to 4,000 msgs/s apart): halve the
-        # bracket a few times so that two scenarios can be compared to within ~10 %.
+        # The coarse steps only bracket the limit (up to a quarter apart): halve the bracket
+        # a few times so that two scenarios can be compared to within a few per cent.
         best, failed_at = self.best, self.failed_at
         if (
             self.bisected >= BISECT_STEPS
@@ -1230,8 +1254,11 @@ class LimitSearch:
                 self.failed_at = level
         elif ok:
             self.best = step
-            self.level = level * 1.5 if level < 10000 else level + 4000
-            if self.level > 40000:
+            # Coarse steps of a quarter above 10,000 msgs/s: the bisection then narrows the
+            # bracket to about 3 %.
+            grown = level * 1.5 if level < 10000 else level * 1.25
+            self.level = float(round(grown / 125) * 125)
+            if self.level > MAX_SEARCH_RATE:
                 self.level = None
         else:
             self.failed_at = level
