@@ -41,7 +41,8 @@ def test_packets_decode_in_paho_to_what_was_published(v5: bool, size: int, retai
     decoded = _packet.decode_publish(first, rest, paho.MQTTv5 if v5 else paho.MQTTv311)
     assert decoded.topic == topic.encode()
     assert decoded.payload == payload
-    assert decoded.qos == 0 and decoded.retain == retain
+    assert decoded.qos == 0
+    assert decoded.retain == retain
 
 
 def _load_link(url: str, v5: bool) -> LoadLink:
