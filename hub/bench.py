@@ -1,7 +1,8 @@
 """`hub bench`: a private broker, the hub in its own process, and a measured load.
 
 The hub runs as a separate process (as in production) so that its CPU time and memory are its
-own. This process plays the devices (one paho client, paced publishes), answers the hub's
+own. This process plays the devices (paced publishes written in batches on a connection of
+their own, :mod:`hub.benchload`; a paho client takes the hub's commands), answers the hub's
 commands like a device would, and observes the hub's mirror topics:
 
 * state latency: a device's publish time to the ``last_updated`` the hub stamped on the state
