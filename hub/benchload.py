@@ -52,7 +52,6 @@ class LoadLink:
         self._v5 = v5
         self._pending = bytearray()
         self._sock: socket.socket | None = None
-        self.sent_bytes = 0
 
     def connect(self, port: int, timeout: float = 10.0) -> None:
         """Connect to 127.0.0.1:``port`` and wait for the broker's CONNACK."""
@@ -78,7 +77,6 @@ class LoadLink:
         if not self._pending or self._sock is None:
             return
         self._sock.sendall(self._pending)
-        self.sent_bytes += len(self._pending)
         self._pending.clear()
 
     def close(self) -> None:
