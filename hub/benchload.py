@@ -17,6 +17,8 @@ import socket
 import time
 from typing import Any
 
+from hub.mqtt import set_nodelay
+
 
 def _remaining_length(value: int) -> bytes:
     """MQTT's variable byte integer."""
@@ -63,9 +65,9 @@ class LoadLink:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the bench's load connection to 127.0.0.1:{port} failed")
             client.loop(timeout=0.05)
+        set_nodelay(client)
         sock = client.socket()
         sock.setblocking(True)  # a full socket buffer holds the sender back: back-pressure
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
 
     def add(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
