@@ -447,8 +447,11 @@ class MqttLink:
 
     # ----- socket readiness ------------------------------------------------------------------
 
-    def _on_readable(self) -> None:
+    def _on_drain(self) -> None:
         self._drain_scheduled = False
+        self._on_readable()
+
+    def _on_readable(self) -> None:
         client = self._client
         stats = self.stats
         receive = self._receive
@@ -485,9 +488,12 @@ class MqttLink:
         self._ensure_writer()
         if self._sock_fd is not None and receive.pending() and not self._drain_scheduled:
             # Bytes already read do not wake the selector: come back after other callbacks.
+            # Only the drain itself clears the flag: when the selector's call cleared it too,
+            # every turn under sustained load added one more drain to the next, until turns
+            # took a second and timers, the storage flush and the mirror waited that long.
             assert self._loop is not None
             self._drain_scheduled = True
-            self._loop.call_soon(self._on_readable)
+            self._loop.call_soon(self._on_drain)
 
     def _wants_write(self) -> bool:
         client = self._client

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -132,3 +137,74 @@ async def test_mixed_qos_and_retained_messages_arrive_in_order_through_both_path
             assert link.stats.received == len(expected)
         finally:
             await link.stop()
+
+
+_PROJECT = Path(__file__).resolve().parents[2]
+
+# Floods a topic with QoS 0 messages from a process of its own (a thread would compete with
+# the loop under test for the GIL) until its stdin closes.
+_FLOOD = """
+import sys, threading, uuid
+import paho.mqtt.client as paho
+from hub.benchload import LoadLink
+port, topic = int(sys.argv[1]), sys.argv[2]
+client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"flood-{uuid.uuid4().hex[:8]}")
+link = LoadLink(client, v5=False)
+link.connect(port)
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+number = 0
+while not stop.is_set():
+    for _ in range(500):
+        link.add(topic, b"reading %d" % number)
+        number += 1
+    link.flush()
+link.close()
+"""
+
+
+async def test_timers_keep_running_while_a_flood_keeps_the_link_busy(mqtt_url: str) -> None:
+    # A link that cannot keep up reads in bursts and comes back for bytes already read after
+    # the loop's other callbacks. Timers (the storage flush, rule delays, the stats) must still
+    # get every turn: the link once added one more read-back to each turn, so under sustained
+    # load turns grew to seconds and everything else waited that long.
+    topic = "link-flood/data"
+    handled = 0
+
+    def slow_handler(topic: str, payload: bytes, at: float) -> None:
+        nonlocal handled
+        handled += 1
+        busy_until = time.perf_counter() + 0.00003
+        while time.perf_counter() < busy_until:
+            pass
+
+    link = MqttLink(mqtt_url, client_id="link-flood-test")
+    await link.start()
+    link.subscribe(topic, slow_handler, owner="test")
+    await asyncio.sleep(0.2)  # the subscription reaches the broker
+    flood = subprocess.Popen(  # noqa: ASYNC220 - starting it does not wait for it
+        [sys.executable, "-c", _FLOOD, str(urlsplit(mqtt_url).port), topic],
+        stdin=subprocess.PIPE,
+        cwd=_PROJECT,
+    )
+    try:
+        await eventually(lambda: handled > 2000, 15, "the flood did not arrive")
+        loop = asyncio.get_running_loop()
+        handled_before, gaps = handled, []
+        last = loop.time()
+        deadline = last + 3.0
+        while last < deadline:
+            await asyncio.sleep(0.005)
+            now = loop.time()
+            gaps.append(now - last)
+            last = now
+        # The link was busy all along (10,000 messages take it a second at least) ...
+        assert handled - handled_before > 10_000
+        # ... and a 5 ms timer still fired every other turn of two bursts of 256 messages
+        # (about 70 ms here; with the old link, turns kept growing, past 600 ms in 3 s).
+        assert max(gaps) < 0.3, f"a timer waited {max(gaps) * 1000:.0f} ms"
+    finally:
+        assert flood.stdin is not None
+        flood.stdin.close()
+        await asyncio.to_thread(flood.wait, 10)
+        await link.stop()
