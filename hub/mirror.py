@@ -222,6 +222,8 @@ class Mirror:
             "rejected_by_reason": hub.stats.rejected_by_reason,
             "pending_inbound": self._mqtt.pending_inbound(),
             "pending_commands": hub.commands.pending_count,
+            # Writes queued for the database: grows when storage cannot keep up.
+            "pending_writes": hub.storage.pending_writes if hub.storage is not None else 0,
             "devices": len(hub.registry.devices),
             "entities": len(hub.registry.entities),
             "listener_errors": hub.bus.listener_errors,

@@ -14,17 +14,17 @@ from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+import orjson
 from sqlalchemy import ColumnElement, and_, bindparam, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.storage import schema
 from hub.storage.store import (
     _DB_ERRORS,
+    DriverInsert,
     Storage,
     _chunks,
     _reason,
-    driver_insert,
-    execute_driver_in_chunks,
     execute_in_chunks,
     json_text,
 )
@@ -136,10 +136,9 @@ class HistoryRecord:
         _check_dict("history record", "data", self.data)
 
 
-_new_object = object.__new__
-_HISTORY_SETTERS = tuple(
-    HistoryRecord.__dict__[name].__set__ for name in ("ts", "kind", "key", "data")
-)
+# A queued history record: ts, kind, key and its data as JSON text (as a dict when it is not
+# JSON, for the salvage to drop alone).
+_HistoryRow = tuple[float, str, str | None, str | dict[str, Any]]
 
 
 # -- the store ---------------------------------------------------------------------------------
@@ -179,7 +178,7 @@ class RuleStore:
         # Latest intent per timer id: a record to upsert, or None to delete.
         self._timers: dict[str, TimerRecord | None] = {}
         self._traces: dict[tuple[str, str], TraceRecord] = {}
-        self._history: list[HistoryRecord] = []
+        self._history: list[_HistoryRow] = []
         self._next_purge = 0.0  # the first flush purges
         self._purge_more = False  # the last purge hit purge_chunk: go on at the next flush
         self._statements = _Statements(storage, traces_per_outcome, purge_chunk)
@@ -219,20 +218,23 @@ class RuleStore:
 
     def queue_history(self, record: HistoryRecord) -> None:
         """Append ``record`` to the event history at the next flush."""
-        self._storage.wake_flusher("history record")
-        self._history.append(record)
+        self.record_history(record.ts, record.kind, record.key, record.data)
 
-    def record_history(self, ts: float, kind: str, key: str, data: dict[str, Any]) -> None:
+    def record_history(self, ts: float, kind: str, key: str | None, data: dict[str, Any]) -> None:
         """Queue a history record the engine made from checked values: a state change,
-        recorded for every changed reading, skips HistoryRecord's validation (the ingest path)."""
-        record: HistoryRecord = _new_object(HistoryRecord)
-        set_ts, set_kind, set_key, set_data = _HISTORY_SETTERS
-        set_ts(record, ts)
-        set_kind(record, kind)
-        set_key(record, key)
-        set_data(record, data)
+        recorded for every changed reading, skips HistoryRecord's validation (the ingest path).
+
+        The record is queued as its row, data already JSON: a queue of plain tuples is
+        invisible to the garbage collector. Queued as records with their dicts, a backlog
+        under heavy ingest made every full collection longer (200 ms at 60,000 msgs/s),
+        stalling the loop and with it the flush that would have emptied the queue.
+        """
+        try:
+            data_text: str | dict[str, Any] = json_text(data)
+        except (TypeError, ValueError):
+            data_text = data  # not JSON (a NaN): the flush's salvage drops this row alone
         self._storage.wake_flusher("history record")
-        self._history.append(record)
+        self._history.append((ts, kind, key, data_text))
 
     # -- the flush (called by Storage under its flush lock) ----------------------------------
 
@@ -276,14 +278,19 @@ class RuleStore:
         trace_rows = [_trace_row(t) for t in batch.traces.values()]
         history_rows: list[dict[str, Any]] = []
         if batch.history:
-            ready = None if salvage else _history_params(batch.history)
-            if ready is not None:
-                # A row per state change: straight to the driver (see execute_driver_in_chunks).
-                await execute_driver_in_chunks(conn, st.history_driver_insert(conn), ready)
+            ready = not salvage and all(type(row[3]) is str for row in batch.history)
+            if ready:
+                # A row per state change: straight to the driver (see DriverInsert).
+                await st.history_driver_insert(conn).execute(conn, batch.history)
             else:
                 history_rows = [
-                    {"ts": r.ts, "kind": r.kind, "key": r.key, "data": r.data}
-                    for r in batch.history
+                    {
+                        "ts": ts,
+                        "kind": kind,
+                        "key": key,
+                        "data": orjson.loads(data) if isinstance(data, str) else data,
+                    }
+                    for ts, kind, key, data in batch.history
                 ]
         for stmt, rows in (
             (st.timer_upsert, timer_rows),
@@ -514,7 +521,7 @@ class _Statements:
             traces, ["rule_id", "run_id"], ["started", "finished", "outcome", "trace"]
         )
         self.history_insert = history.insert()
-        self._history_driver_insert: str | None = None
+        self._history_driver_insert: DriverInsert | None = None
         same_pair = (
             traces.c.rule_id == bindparam("p_rule"),
             traces.c.outcome == bindparam("p_outcome"),
@@ -534,25 +541,16 @@ class _Statements:
         )
         self.history_purge_chunk = delete(history).where(history.c.id.in_(oldest))
 
-    def history_driver_insert(self, conn: AsyncConnection) -> str:
+    def history_driver_insert(self, conn: AsyncConnection) -> DriverInsert:
         """The history insert in the driver's own SQL (one database per store)."""
         if self._history_driver_insert is None:
-            self._history_driver_insert = driver_insert(
+            self._history_driver_insert = DriverInsert(
                 conn.dialect, schema.event_history, _HISTORY_COLUMNS
             )
         return self._history_driver_insert
 
 
 _HISTORY_COLUMNS = ("ts", "kind", "key", "data")
-
-
-def _history_params(records: list[HistoryRecord]) -> list[tuple[Any, ...]] | None:
-    """The driver's values for ``records``; None when one's data is not JSON (NaN): then the
-    ordinary insert fails on it and the flush's salvage drops only that row."""
-    try:
-        return [(r.ts, r.kind, r.key, json_text(r.data)) for r in records]
-    except (TypeError, ValueError):
-        return None
 
 
 @dataclass(slots=True)
@@ -562,7 +560,7 @@ class _RuleBatch:
     store: RuleStore
     timers: dict[str, TimerRecord | None]
     traces: dict[tuple[str, str], TraceRecord]
-    history: list[HistoryRecord]
+    history: list[_HistoryRow]
     purge_before: float | None
 
     def __len__(self) -> int:

@@ -300,6 +300,21 @@ async def test_history_by_time_kind_and_key_oldest_first(
     assert await rules.history(41.0) == []
 
 
+async def test_a_large_history_backlog_is_written_whole_and_in_order(
+    storage: Storage, rules: RuleStore
+) -> None:
+    # A busy hub flushes tens of thousands of rows at once, many per statement and several
+    # statements per call: rows at every boundary (and a last, shorter statement) must land.
+    count = 2 * 4000 + 2000 + 321
+    for n in range(count):
+        rules.record_history(float(n), "state", f"sensor.s{n % 7}", {"value": n, "old": None})
+    assert storage.pending_writes == count
+    await storage.flush()
+    assert storage.pending_writes == 0
+    seen = [(r.ts, r.key, r.data["value"]) async for r in rules.iter_history(0.0, chunk=5000)]
+    assert seen == [(float(n), f"sensor.s{n % 7}", n) for n in range(count)]
+
+
 async def test_iter_history_reads_in_chunks_across_equal_timestamps(
     storage: Storage, rules: RuleStore
 ) -> None:
