@@ -472,6 +472,8 @@ class MqttLink:
                         break
                     if not receive.pending():
                         continue
+                if ready and receive.top_up():
+                    continue  # the packet the last read cut in two: taken whole next
             before = stats.received
             if client.loop_read() != 0 or self._sock_fd is None:
                 break  # disconnected: _on_disconnect has run

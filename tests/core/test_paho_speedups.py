@@ -180,3 +180,36 @@ def test_taking_stops_at_the_limit_and_when_the_connection_goes() -> None:
     assert receive.take_publishes(closing, False, 100) == 1
     assert seen == ["t/0"]
     assert not receive.pending()
+
+
+def test_a_publish_cut_between_two_reads_is_made_whole_for_the_fast_path() -> None:
+    packets = [_publish(f"t/{i}".encode(), b"payload %d" % i, v5=False) for i in range(5)]
+    data = b"".join(packets)
+    cut = len(packets[0]) + len(packets[1]) + 3  # inside the third packet
+    receive = _receiver(data, size=cut)  # each read returns at most ``cut`` bytes
+    taken: list[str] = []
+    assert receive.fill() is True
+    assert receive.take_publishes(lambda t, p: taken.append(t), False, 100) == 2
+    # Each read cuts a packet: the rest is read behind it, and the taking goes on.
+    while receive.top_up():
+        receive.take_publishes(lambda t, p: taken.append(t), False, 100)
+    assert taken == [f"t/{i}" for i in range(5)]
+    assert not receive.pending()
+
+
+def test_top_up_leaves_everything_else_to_paho() -> None:
+    big = _publish(b"big", bytes(300), v5=False)
+    for left, behind in (
+        (_publish(b"q1", b"x", v5=False, qos=1)[:-1], b"x"),  # a QoS 1 publish: paho's
+        (big[:10], big[10:]),  # larger than one read (size 64 below): paho reads it
+        (bytes([0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]), b""),  # a malformed length
+        (_publish(b"whole", b"y", v5=False), b""),  # complete: nothing to top up
+    ):
+        receive = _receiver(left, size=64)
+        receive.fill()
+        receive._recv = _Socket(behind)  # type: ignore[assignment]
+        assert receive.top_up() is False
+        assert receive(1) == left[:1]  # still there, from the same byte
+    receive = _receiver(_publish(b"cut", b"z", v5=False)[:-1])
+    receive.fill()
+    assert receive.top_up() is False  # nothing more waiting yet: paho waits for the rest
