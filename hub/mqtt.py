@@ -152,6 +152,7 @@ class MqttLink:
         self._receive: BufferedReceive | None = None  # once the client is built
         self._paho_clock: Callable[[], float] = time.monotonic
         self._send: BufferedSend | None = None
+        self._read_packet: Callable[[Any], int] | None = None  # paho's read, one packet
         self._drain_scheduled = False
         self._connected = False
         self._connecting = False
@@ -250,6 +251,7 @@ class MqttLink:
         self._receive = paho_speedups.BufferedReceive(client)
         self._paho_clock = paho.time_func  # the clock paho's keepalive reads
         self._send = paho_speedups.BufferedSend(client)
+        self._read_packet = paho_speedups.read_one_packet
         self._client = client
 
     def _connect_kwargs(self) -> dict[str, Any]:
@@ -454,12 +456,15 @@ class MqttLink:
     def _on_readable(self) -> None:
         client = self._client
         stats = self.stats
-        receive = self._receive
+        receive, read_packet = self._receive, self._read_packet
         assert receive is not None
+        assert read_packet is not None
         # paho's state between packets; without it (a paho we do not know) paho reads all.
         idle = getattr(client, "_in_packet", None)
         v5 = self.protocol_version == "5"
         budget = stats.received + _READ_BURST
+        # A cut packet's rest is still on its way: the selector says when it comes.
+        awaiting_rest = False
         for _ in range(_READ_BURST):
             if idle is not None and client._in_packet["command"] == 0:
                 # QoS 0 PUBLISHes straight to the handlers; paho takes whatever else comes.
@@ -472,10 +477,15 @@ class MqttLink:
                         break
                     if not receive.pending():
                         continue
-                if ready and receive.top_up():
-                    continue  # the packet the last read cut in two: taken whole next
+                if ready:
+                    topped = receive.top_up()
+                    if topped:
+                        continue  # the packet the last read cut in two: taken whole next
+                    if topped is None:
+                        awaiting_rest = True
+                        break
             before = stats.received
-            if client.loop_read() != 0 or self._sock_fd is None:
+            if read_packet(client) != 0 or self._sock_fd is None:
                 break  # disconnected: _on_disconnect has run
             if stats.received >= budget:
                 break
@@ -488,7 +498,12 @@ class MqttLink:
         # What handlers published (commands, PUBACKs) goes out in one write when the socket
         # is writable, after this turn's other callbacks (the mirror) have added theirs.
         self._ensure_writer()
-        if self._sock_fd is not None and receive.pending() and not self._drain_scheduled:
+        if (
+            self._sock_fd is not None
+            and receive.pending()
+            and not awaiting_rest
+            and not self._drain_scheduled
+        ):
             # Bytes already read do not wake the selector: come back after other callbacks.
             # Only the drain itself clears the flag: when the selector's call cleared it too,
             # every turn under sustained load added one more drain to the next, until turns

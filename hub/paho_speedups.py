@@ -13,7 +13,8 @@
   (:meth:`BufferedReceive.take_publishes`): paho spends ~15 µs on each (a PublishPacket, an
   MQTTMessage with its MQTTMessageInfo and Condition, a Properties, callback matching under
   two locks) where the hub needs only the topic and the payload. Everything else (CONNACK,
-  SUBACK, PUBACK, QoS 1 and 2, anything unusual) still goes through paho, in order.
+  SUBACK, PUBACK, QoS 1 and 2, anything unusual) still goes through paho, in order, one
+  packet at a time (:func:`read_one_packet`).
 - Writing: :class:`BufferedSend` sends what paho writes in one ``send`` per event-loop turn
   instead of one per packet.
 """
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from paho.mqtt import _packet
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -107,14 +109,18 @@ class BufferedReceive:
         self._buffer, self._position = data, 0
         return True
 
-    def top_up(self) -> bool:
+    def top_up(self) -> bool | None:
         """When the bytes left are the start of a QoS 0 PUBLISH that a read cut in two, read
-        what the socket has behind them, so :meth:`take_publishes` can take it whole; True
-        when bytes came. Only between packets, like :meth:`take_publishes`.
+        what the socket has behind them, so :meth:`take_publishes` can take it whole: True
+        when bytes came, None when none are waiting yet (keep the start and wait until the
+        socket is readable), False when the bytes left are anything else (paho's to read).
+        Only between packets, like :meth:`take_publishes`.
 
         Without it the cut packet went through paho's own decoding: under load the socket
-        holds 5 to 15 kB per read, so one message in 60 to 100. Packets larger than one read
-        are still left to paho (stitching them would copy them over and over).
+        holds 5 to 15 kB per read, so one message in 60 to 100, and more with larger payloads
+        when the hub keeps up (the rest of the packet is often still on its way). Packets
+        larger than one read are still left to paho (stitching them would copy them over and
+        over).
         """
         buffer, position = self._buffer, self._position
         end = len(buffer)
@@ -128,7 +134,9 @@ class BufferedReceive:
             return False  # complete (not what stopped the taking), or too big to stitch
         try:
             data = bytes(self._recv(self._size))
-        except Exception:  # nothing waiting yet, or a failed read that paho meets again
+        except BlockingIOError:
+            return None  # the rest is still on its way
+        except Exception:  # a failed read: paho's next read meets it again and reports it
             return False
         if not data:
             return False  # the broker closed: paho's next read finds out
@@ -179,6 +187,27 @@ class BufferedReceive:
         """Forget buffered bytes (the connection they came from is gone)."""
         self._buffer = b""
         self._position = 0
+
+
+def read_one_packet(client: Any) -> int:
+    """paho's ``loop_read`` for one packet; paho's own result code.
+
+    ``loop_read`` reads as many packets as the client has messages in flight (queued QoS 0
+    publishes count too), each through paho's slow decoding. Under load the hub has thousands
+    queued, so the one QoS 1 command or PUBACK that needs paho took thousands of plain
+    readings behind it off the fast path: a fifth of a saturated hub's messages, measured.
+    A paho without the internals this needs is read its own way.
+    """
+    packet_read = getattr(client, "_packet_read", None)
+    handle = getattr(client, "_loop_rc_handle", None)
+    if packet_read is None or handle is None:
+        return int(client.loop_read())
+    if client._sock is None:
+        return int(MQTTErrorCode.MQTT_ERR_NO_CONN)
+    code = packet_read()
+    if code > 0:
+        return int(handle(code))
+    return int(MQTTErrorCode.MQTT_ERR_SUCCESS)  # a packet, or nothing waiting (as loop_read)
 
 
 def _varint(buffer: bytes, position: int, end: int) -> tuple[int, int]:

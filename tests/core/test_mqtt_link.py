@@ -208,3 +208,158 @@ async def test_timers_keep_running_while_a_flood_keeps_the_link_busy(mqtt_url: s
         flood.stdin.close()
         await asyncio.to_thread(flood.wait, 10)
         await link.stop()
+
+
+async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    header = (await reader.readexactly(1))[0]
+    length, shift = 0, 0
+    while True:
+        byte = (await reader.readexactly(1))[0]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    return header, await reader.readexactly(length)
+
+
+def _plain_publish(topic: str, payload: bytes, *, qos: int = 0, packet_id: int = 0) -> bytes:
+    """An MQTT 3.1.1 PUBLISH packet."""
+    name = topic.encode()
+    body = len(name).to_bytes(2, "big") + name
+    if qos:
+        body += packet_id.to_bytes(2, "big")
+    body += payload
+    assert len(body) < 16384
+    length = (
+        bytes([len(body)]) if len(body) < 128 else bytes([len(body) & 0x7F | 0x80, len(body) >> 7])
+    )
+    return bytes([0x30 | qos << 1]) + length + body
+
+
+class _StandInBroker:
+    """Just enough of an MQTT 3.1.1 broker on loopback for one link, so that a test decides
+    exactly which bytes the link reads when; it acknowledges nothing the link publishes."""
+
+    def __init__(self) -> None:
+        self.subscribed = asyncio.Event()
+        self.acked: list[int] = []  # packet ids of the PUBACKs the link sent
+        self.writer: asyncio.StreamWriter | None = None
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._serving: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _StandInBroker:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self._serving is not None:
+            await asyncio.wait_for(self._serving, 5)
+        await self._server.wait_closed()
+
+    async def send(self, data: bytes) -> None:
+        assert self.writer is not None
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._serving = asyncio.current_task()  # type: ignore[assignment]
+        try:
+            while True:
+                header, body = await _read_packet(reader)
+                kind = header >> 4
+                if kind == 1:  # CONNECT
+                    writer.write(b"\x20\x02\x00\x00")
+                elif kind == 8:  # SUBSCRIBE: granted at QoS 1
+                    writer.write(b"\x90\x03" + body[:2] + b"\x01")
+                    self.subscribed.set()
+                elif kind == 4:  # PUBACK
+                    self.acked.append(int.from_bytes(body[:2], "big"))
+                elif kind == 12:  # PINGREQ
+                    writer.write(b"\xd0\x00")
+                elif kind == 14:  # DISCONNECT
+                    return
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+
+
+async def _link_to(broker: _StandInBroker, topic: str, received: list[bytes]) -> MqttLink:
+    link = MqttLink(f"mqtt://127.0.0.1:{broker.port}", client_id="link-stand-in", protocol="3.1.1")
+    await link.start()
+    link.subscribe(topic, lambda t, payload, at: received.append(bytes(payload)), owner="test")
+    await asyncio.wait_for(broker.subscribed.wait(), 5)
+    return link
+
+
+def _count_paho_deliveries(link: MqttLink) -> list[int]:
+    """A one-item list counting the messages paho's own decoding delivers from now on."""
+    client = link._client
+    assert client is not None
+    count = [0]
+    deliver = client.on_message
+
+    def counted(*args: Any) -> None:
+        count[0] += 1
+        deliver(*args)
+
+    client.on_message = counted
+    return count
+
+
+async def test_a_publish_cut_in_two_waits_for_its_rest_without_spinning() -> None:
+    # Under load a socket read often ends inside a packet whose rest is still on its way. The
+    # link keeps the start and waits for the socket instead of handing the packet to paho's
+    # slow byte-by-byte decoding (and must not spin on the bytes it holds meanwhile).
+    topic = "cut/reading"
+    received: list[bytes] = []
+    async with _StandInBroker() as broker:
+        link = await _link_to(broker, topic, received)
+        try:
+            via_paho = _count_paho_deliveries(link)
+            payload = b'{"power": 1234.5, "voltage": 231.4}' * 4
+            packet = _plain_publish(topic, payload)
+            await broker.send(packet + packet[:9])  # one whole, then one cut in its topic
+            await eventually(lambda: len(received) == 1, 5, "the whole packet did not arrive")
+            cpu_before = time.process_time()
+            await asyncio.sleep(0.5)  # the rest is on its way
+            waiting_cpu = time.process_time() - cpu_before
+            await broker.send(packet[9:])
+            await eventually(lambda: len(received) == 2, 5, "the cut packet did not arrive")
+            assert received == [payload, payload]
+            assert waiting_cpu < 0.2, f"the link spun for {waiting_cpu:.2f} s of CPU waiting"
+            assert via_paho[0] == 0, "the cut packet went through paho's own decoding"
+        finally:
+            await link.stop()
+
+
+async def test_a_qos1_message_takes_only_itself_off_the_fast_path() -> None:
+    # paho's own read takes as many packets as the client has messages in flight; under load
+    # the hub has thousands queued, and one QoS 1 command took the plain readings behind it
+    # through paho's slow decoding too. It must take the QoS 1 packet alone, and acknowledge it.
+    topic = "mixed/reading"
+    received: list[bytes] = []
+    async with _StandInBroker() as broker:
+        link = await _link_to(broker, topic, received)
+        try:
+            for number in range(300):  # never acknowledged: all stay in flight
+                link.publish("mixed/out", b"%d" % number, qos=1)
+            assert link._client is not None
+            await eventually(lambda: len(link._client._out_messages) >= 300, 5, "not queued")
+            via_paho = _count_paho_deliveries(link)
+            burst = _plain_publish(topic, b"command", qos=1, packet_id=7) + b"".join(
+                _plain_publish(topic, b"reading %d" % number) for number in range(100)
+            )
+            await broker.send(burst)
+            await eventually(lambda: len(received) == 101, 5, "the burst did not arrive")
+            assert received == [b"command"] + [b"reading %d" % number for number in range(100)]
+            await eventually(lambda: 7 in broker.acked, 5, "the QoS 1 message was not acked")
+            assert via_paho[0] == 1, f"{via_paho[0]} messages went through paho's decoding"
+        finally:
+            await link.stop()

@@ -210,6 +210,19 @@ def test_top_up_leaves_everything_else_to_paho() -> None:
         receive._recv = _Socket(behind)  # type: ignore[assignment]
         assert receive.top_up() is False
         assert receive(1) == left[:1]  # still there, from the same byte
-    receive = _receiver(_publish(b"cut", b"z", v5=False)[:-1])
+
+
+def test_a_cut_publish_waits_for_its_rest_instead_of_going_to_paho() -> None:
+    packet = _publish(b"cut", b"z" * 40, v5=False)
+    receive = _receiver(packet[:7])
     receive.fill()
-    assert receive.top_up() is False  # nothing more waiting yet: paho waits for the rest
+    taken: list[tuple[str, bytes]] = []
+    assert receive.take_publishes(lambda t, p: taken.append((t, p)), False, 100) == 0
+    # Nothing more waiting yet: the start stays buffered until the socket is readable again.
+    assert receive.top_up() is None
+    assert receive.pending()
+    receive._recv = _Socket(packet[7:])  # type: ignore[assignment]  # the rest arrives
+    assert receive.top_up() is True
+    assert receive.take_publishes(lambda t, p: taken.append((t, p)), False, 100) == 1
+    assert taken == [("cut", b"z" * 40)]
+    assert not receive.pending()
