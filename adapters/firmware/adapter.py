@@ -35,6 +35,7 @@ from adapters.firmware.profile import (
     resolve_ref,
 )
 from adapters.firmware.settings import DeviceEntry, FirmwareSettings, ProfileSettings, device_vars
+from adapters.firmware.shapes import Shape, build_shape
 from adapters.firmware.templates import (
     Expander,
     Template,
@@ -63,6 +64,10 @@ _CORRELATION_WINDOW = 1024  # outstanding request ids remembered for responses
 _SUB_QOS_1 = 1
 # Topics remembered per subscription with the rules they match (topics come from devices).
 _MATCH_MEMO_LIMIT = 4096
+# Shapes a lane keeps per topic (a Shelly plug's status with and without its relay, ...), and
+# topics per lane (a Tasmota's POWER1, POWER2...; past it the lane starts afresh).
+_SHAPES_PER_TOPIC = 4
+_SHAPE_TOPICS_LIMIT = 64
 
 
 class FirmwareConfigError(Exception):
@@ -157,6 +162,9 @@ class _Lane:
     # and Zigbee devices send only what changed)
     entries: dict[tuple[MapPlan, tuple[Any, ...]], _LaneEntry]
     entity_ids: set[str]
+    # topic -> the shapes its messages came in, newest first (see shapes.py): a message of
+    # one of them is read from its places without the decode plan
+    shapes: dict[str, list[Shape[_LaneEntry]]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -448,7 +456,7 @@ class FirmwareProfiles(Plugin):
         if payload:
             mark = repeats.mark()
             reported: list[str] = []
-            if self._via_lane(payload, matches, parsed, reported):
+            if self._via_lane(topic, payload, matches, parsed, reported):
                 # A lane only reads plain telemetry: if that was all repeats, so is this again.
                 repeats.remember(topic, payload, reported, mark)
                 return
@@ -475,6 +483,7 @@ class FirmwareProfiles(Plugin):
 
     def _via_lane(
         self,
+        topic: str,
         payload: bytes,
         matches: tuple[tuple[Route, dict[str, Any]], ...],
         parsed: list[Any],
@@ -511,7 +520,6 @@ class FirmwareProfiles(Plugin):
         if chosen is None:
             return False
         route, variables = chosen
-        variables = dict(variables)  # the message's own: bound values are added to it
         rule, profile = route.rule, route.install.profile
         known = route.known
         if known is None:
@@ -528,30 +536,22 @@ class FirmwareProfiles(Plugin):
         device = context.devices.get(known.device_id)
         if device is not lane.device or not device.available:
             return False  # registered anew (the full way renews the lane), or offline
-        bindings = variables
-        for name, path in rule.bind:
-            value = path.get(data) if path.literal else MISSING
-            if value is not MISSING and not isinstance(value, dict | list):
-                bindings[name] = value
-        readings = rule.plan.readings(data, bindings)
-        if not readings:
-            return False
-        entries = lane.entries
+        read: list[tuple[Any, _LaneEntry]] | None = None
+        shapes = lane.shapes.get(topic)
+        if shapes is not None:
+            for shape in shapes:
+                read = shape.read(data)
+                if read is not None:
+                    break
+        if read is None:
+            read = self._lane_readings(topic, lane, rule, variables, data)
+            if not read:
+                return False
         states = context.states
         reports: list[tuple[str, Any, Any]] = []
         repeats: list[State] = []
         changed: list[tuple[_LaneEntry, Any]] = []
-        for plan, raw, bound in readings:
-            names = plan.entity_names
-            if not names:
-                slot: tuple[Any, ...] = ()
-            elif len(names) == 1:
-                slot = (bound.get(names[0], MISSING),)
-            else:
-                slot = _key_values(plan, bound)
-            entry = entries.get((plan, slot))
-            if entry is None:
-                return False
+        for raw, entry in read:
             entity_id = entry.entity_id
             state = states.get(entity_id)
             if state is None:
@@ -561,7 +561,7 @@ class FirmwareProfiles(Plugin):
                 repeats.append(state)
                 continue
             value = raw
-            fmap = plan.fmap
+            fmap = entry.plan.fmap
             if fmap.transforms:
                 try:
                     value = apply_all(fmap.transforms, value)
@@ -581,6 +581,53 @@ class FirmwareProfiles(Plugin):
             entry.raw = raw
             entry.state = states.get(entry.entity_id)
         return True
+
+    def _lane_readings(
+        self,
+        topic: str,
+        lane: _Lane,
+        rule: Rule,
+        variables: dict[str, Any],
+        data: dict[str, Any],
+    ) -> list[tuple[Any, _LaneEntry]] | None:
+        """The message's readings by the rule's decode plan, each with the lane entry it goes
+        to; None when one has none (the full way reads it). Keeps the message's shape for
+        the next messages on ``topic`` when it can be read by shape."""
+        bindings = dict(variables)  # the message's own: bound values are added to it
+        for name, path in rule.bind:
+            value = path.get(data) if path.literal else MISSING
+            if value is not MISSING and not isinstance(value, dict | list):
+                bindings[name] = value
+        readings = rule.plan.readings(data, bindings)
+        if not readings:
+            return None
+        entries = lane.entries
+        read: list[tuple[Any, _LaneEntry]] = []
+        for plan, raw, bound in readings:
+            names = plan.entity_names
+            if not names:
+                slot: tuple[Any, ...] = ()
+            elif len(names) == 1:
+                slot = (bound.get(names[0], MISSING),)
+            else:
+                slot = _key_values(plan, bound)
+            entry = entries.get((plan, slot))
+            if entry is None:
+                return None
+            read.append((raw, entry))
+        # A shape reads values from their places only: a variable bound from a value must
+        # not name the entity.
+        if not any(name in plan.entity_names for name, _ in rule.bind for plan, _, _ in readings):
+            shape = build_shape(rule.plan, data, bindings, readings, [e for _, e in read])
+            if shape is not None:
+                shapes = lane.shapes.get(topic)
+                if shapes is None:
+                    if len(lane.shapes) >= _SHAPE_TOPICS_LIMIT:
+                        lane.shapes.clear()
+                    shapes = lane.shapes[topic] = []
+                shapes.insert(0, shape)
+                del shapes[_SHAPES_PER_TOPIC:]
+        return read
 
     def _keep_lane(self, batch: _DeviceBatch) -> None:
         """After the full way: remember how a plain message was read, adding to what the

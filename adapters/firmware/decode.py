@@ -137,6 +137,16 @@ class DecodePlan:
             fan.add((index, group, maps), pattern)
         self._fans = tuple(fans.values())
 
+    @property
+    def fans(self) -> tuple[PathFan[_Tag], ...]:
+        """The groups matched together under shared literal keys (see :class:`PathFan`)."""
+        return self._fans
+
+    @property
+    def generic(self) -> tuple[_Tag, ...]:
+        """The other groups, each read at its own place: (index, group, its mappings)."""
+        return tuple(self._generic)
+
     def readings(self, data: Any, bindings: Bindings) -> list[Reading]:
         """Every (mapping, value, variables) the message gives, in the profile's order."""
         hits: list[_Hit] = []

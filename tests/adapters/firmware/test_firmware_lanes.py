@@ -17,6 +17,7 @@ import pytest
 from firmwarehub import HubFactory, fixture_json, running, unique, write_config
 
 import adapters.firmware.adapter as firmware_adapter
+from adapters.firmware.shapes import Shape
 from hub.core import Hub
 from hub.events import StateChanged
 from hub.repeats import RepeatMemo
@@ -57,6 +58,14 @@ def _script(tasmota: str, shelly: str) -> list[tuple[str, Any]]:
         notify(2.0, switch_0=full),
         notify(2.0, switch_0=full),
         notify(2.0, switch_0=full),
+        # The same shape with other values: read from the places the last one had them.
+        notify(2.5, switch_0={**full, "apower": 14.0}),
+        notify(2.6, switch_0={**full, "apower": 14.5, "voltage": 229.8}),
+        # The same keys in another order, a value that became an object, an object that
+        # became a value: not the shape the lane knows.
+        notify(2.7, switch_0={"apower": 15.0, **full}),
+        notify(2.8, switch_0={**full, "apower": {"value": 15.5}}),  # refused whole
+        notify(2.9, switch_0={**full, "aenergy": 1200}),
         notify(3.0, switch_0={"id": 0, "apower": 12.5}),  # Shelly sends what changed
         notify(4.0, switch_0={"id": 0, "apower": 13.0, "current": 0.06}),
         notify(5.0, switch_0={"id": 0, "output": False, "apower": 0}),
@@ -72,6 +81,13 @@ def _script(tasmota: str, shelly: str) -> list[tuple[str, Any]]:
         (f"tele/{tasmota}/LWT", "Online"),
         sensor("2022-01-11T21:59:18", Power=9, Current=0.04, Today=0.028),
         sensor("2022-01-11T21:59:28", Power=10, Current=0.05, Today=0.029),
+        sensor("2022-01-11T21:59:38", Power=11, Current=0.05, Today=0.029),  # by its shape
+        # A sensor block appears beside the meter, then a plain member becomes an object that
+        # a "{sensor}.Temperature" mapping reads: new readings, never the old shape's.
+        (f"tele/{tasmota}/SENSOR", {**energy, "AM2301": {"Temperature": 21.5, "Humidity": 40}}),
+        (f"tele/{tasmota}/SENSOR", {**energy, "AM2301": {"Temperature": 21.7, "Humidity": 40}}),
+        (f"tele/{tasmota}/SENSOR", {**energy, "AM2301": {"Temperature": 21.7, "Humidity": 41}}),
+        (f"tele/{tasmota}/SENSOR", {**energy, "Time": {"Temperature": 5}}),
         (f"tele/{tasmota}/STATE", state),
         (f"tele/{tasmota}/STATE", state),
         (f"stat/{tasmota}/RESULT", {"POWER": "ON"}),  # switched on at the device
@@ -81,7 +97,7 @@ def _script(tasmota: str, shelly: str) -> list[tuple[str, Any]]:
 
 async def _run(
     tmp_path: Path, mqtt_url: str, hub_factory: HubFactory, *, lanes: bool
-) -> tuple[list[Any], int, int]:
+) -> tuple[list[Any], int, int, int]:
     tasmota, shelly = unique("plug_"), f"shellyplus1pm-{unique('')}"
     config = write_config(
         tmp_path,
@@ -100,9 +116,16 @@ async def _run(
         lambda e: changes.append((e.entity_id, e.old.value if e.old else None, e.new.value)),
         owner="test",
     )
-    taken = repeated = 0
+    taken = repeated = by_shape = 0
     original = firmware_adapter.FirmwareProfiles._via_lane
     original_replay = RepeatMemo.replay
+    original_shape_read = Shape.read
+
+    def counting_shapes(self: Any, data: Any) -> Any:
+        nonlocal by_shape
+        read = original_shape_read(self, data)
+        by_shape += read is not None
+        return read
 
     def counting_repeats(self: Any, *args: Any) -> bool:
         nonlocal repeated
@@ -120,6 +143,7 @@ async def _run(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(firmware_adapter.FirmwareProfiles, "_via_lane", counting)
         patch.setattr(RepeatMemo, "replay", counting_repeats)
+        patch.setattr(Shape, "read", counting_shapes)
         if not lanes:
             patch.setattr(firmware_adapter.FirmwareProfiles, "_keep_lane", lambda *args: None)
         for topic, body in _script(tasmota, shelly):
@@ -154,20 +178,25 @@ async def _run(
                     ),
                 )
             )
-    return steps, taken, repeated
+    return steps, taken, repeated, by_shape
 
 
 async def test_lanes_give_the_same_states_changes_and_rejections_as_the_full_way(
     tmp_path: Path, mqtt_url: str, hub_factory: HubFactory
 ) -> None:
-    with_lanes, taken, repeated = await _run(tmp_path, mqtt_url, hub_factory, lanes=True)
-    without, none_taken, none_repeated = await _run(tmp_path, mqtt_url, hub_factory, lanes=False)
-    assert none_taken == none_repeated == 0
+    with_lanes, taken, repeated, by_shape = await _run(tmp_path, mqtt_url, hub_factory, lanes=True)
+    without, none_taken, none_repeated, none_by_shape = await _run(
+        tmp_path, mqtt_url, hub_factory, lanes=False
+    )
+    assert none_taken == none_repeated == none_by_shape == 0
     assert taken >= 10  # most telemetry after the first of its shape went through a lane
     assert repeated >= 4  # the same bytes again after a lane read them as repeats only
+    assert by_shape >= 6  # and most of it was read by its shape, without the decode plan
     for index, (fast, full) in enumerate(zip(with_lanes, without, strict=True)):
         assert fast == full, f"step {index} ({full[0]}) differs"
     # The script did what it says: values changed, bad values were refused.
-    assert without[-1][4].get("wrong_type") == 2
-    assert ("<tasmota>.power", 9, 10) in without[-5][1]
+    assert without[-1][4].get("wrong_type") == 3
+    assert ("<tasmota>.power", 9, 10) in without[-10][1]
+    assert ("<tasmota>.power", 10, 11) in without[-9][1]
+    assert ("<tasmota>.am2301_temperature", 21.5, 21.7) in without[-7][1]
     assert without[-1][1] == [("<tasmota>.relay", "on", "off")]
