@@ -33,7 +33,7 @@ from hub.events import (
     GroupStateChanged,
     StateChanged,
 )
-from hub.model import Context, Origin, State, new_context_id
+from hub.model import Context, Device, Origin, State, new_context_id
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -50,8 +50,12 @@ class Mirror:
         self._hub = hub
         self._mqtt = mqtt
         self.base = hub.base_topic
-        self._dirty: set[str] = set()
+        # device id -> the entities whose state changed since its last publish
+        self._dirty: dict[str, set[str]] = {}
         self._fragments: dict[str, tuple[State, orjson.Fragment]] = {}
+        # device id -> the Device its last body was built for, and that body's entities (by
+        # key, in the device's order): a flush updates only the entities that changed
+        self._bodies: dict[str, tuple[Device, dict[str, orjson.Fragment]]] = {}
         self._flush_scheduled = False
         self._stats_task: asyncio.Task[None] | None = None
         self._undo: list[Any] = []
@@ -109,9 +113,17 @@ class Mirror:
             and old.attributes == event.new.attributes
             and old.last_changed == event.new.last_changed
         ):
+            if not _same_body(old, event.new):
+                # A repeat that confirmed a command moves last_updated: the body kept for
+                # the device no longer matches, and its next publish builds it anew.
+                self._bodies.pop(event.device_id, None)
             return  # a repeat report: the retained state is still right (a press is not)
-        self._dirty.add(event.device_id)
-        self._schedule_flush()
+        changed = self._dirty.get(event.device_id)
+        if changed is None:
+            self._dirty[event.device_id] = {event.entity_id}
+            self._schedule_flush()
+        else:
+            changed.add(event.entity_id)
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -122,11 +134,11 @@ class Mirror:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        dirty, self._dirty = self._dirty, set()
+        dirty, self._dirty = self._dirty, {}
         if not self._mqtt.connected:
             return  # resync republishes everything on reconnect
-        for device_id in dirty:
-            self._publish_state(device_id)
+        for device_id, changed in dirty.items():
+            self._publish_state(device_id, changed)
 
     def _on_group(self, event: GroupStateChanged) -> None:
         if not self._mqtt.connected:
@@ -151,7 +163,9 @@ class Mirror:
         else:
             self._mqtt.publish(topic, orjson.dumps(body), retain=True)
 
-    def _publish_state(self, device_id: str) -> None:
+    def _publish_state(self, device_id: str, changed: set[str] | None = None) -> None:
+        """Publish the device's state; ``changed``: the only entities whose state changed
+        since its last publish (None: any may have)."""
         registry = self._hub.registry
         device = registry.devices.get(device_id)
         if device is None:
@@ -159,19 +173,35 @@ class Mirror:
         states = registry.states
         by_id = registry.entities
         fragments = self._fragments
-        entities: dict[str, Any] = {}
-        # Every entity of the device, each time one changed: firmware devices have a dozen.
-        for entity_id in device.entity_ids:
-            entity = by_id.get(entity_id)
-            state = states.get(entity_id)
-            if entity is None or state is None:
-                continue
-            cached = fragments.get(entity_id)
-            if cached is None or (cached[0] is not state and not _same_body(cached[0], state)):
-                # States are immutable: serialise each one once, however often it is mirrored.
-                cached = (state, orjson.Fragment(orjson.dumps(_entity_body(state))))
-                fragments[entity_id] = cached
-            entities[entity.key] = cached[1]
+        kept = self._bodies.get(device_id)
+        entities: dict[str, orjson.Fragment] | None = None
+        if changed is not None and kept is not None and kept[0] is device:
+            # The same Device (registering anew replaces it): only what changed is new.
+            entities = kept[1]
+            for entity_id in changed:
+                entity = by_id.get(entity_id)
+                state = states.get(entity_id)
+                if entity is None or state is None or entity.key not in entities:
+                    entities = None  # an entity's first state: its place is the device's
+                    break
+                fragment = orjson.Fragment(orjson.dumps(_entity_body(state)))
+                fragments[entity_id] = (state, fragment)
+                entities[entity.key] = fragment
+        if entities is None:
+            entities = {}
+            # Every entity of the device: firmware devices have a dozen.
+            for entity_id in device.entity_ids:
+                entity = by_id.get(entity_id)
+                state = states.get(entity_id)
+                if entity is None or state is None:
+                    continue
+                cached = fragments.get(entity_id)
+                if cached is None or (cached[0] is not state and not _same_body(cached[0], state)):
+                    # States are immutable: serialise each one once, however often mirrored.
+                    cached = (state, orjson.Fragment(orjson.dumps(_entity_body(state))))
+                    fragments[entity_id] = cached
+                entities[entity.key] = cached[1]
+            self._bodies[device_id] = (device, entities)
         body = {"available": device.available, "entities": entities}
         self._mqtt.publish(
             f"{self.base}/devices/{device_id}/state", orjson.dumps(body), retain=True
@@ -198,6 +228,7 @@ class Mirror:
             self._publish_state(event.device_id)
 
     def _on_removed(self, event: DeviceRemoved) -> None:
+        self._bodies.pop(event.device_id, None)
         for entity_id in [e for e in self._fragments if e.startswith(f"{event.device_id}.")]:
             del self._fragments[entity_id]
         for leaf in ("config", "state"):

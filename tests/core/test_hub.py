@@ -574,3 +574,79 @@ def test_a_button_state_handed_in_as_a_repeat_is_a_new_press() -> None:
     hub.report_states([], [press])
     assert [c.entity_id for c in changes] == ["remote.action"]
     assert hub.registry.states["remote.action"] is not press
+
+
+def _last_payload(probe: MqttProbe, topic: str) -> bytes | None:
+    for message in reversed(list(probe.messages)):
+        if message.topic == topic:
+            return message.payload
+    return None
+
+
+async def test_the_mirrored_device_state_always_shows_every_entity_as_it_is_now(
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory
+) -> None:
+    # The mirror keeps each device's body and updates only the entities that changed: after
+    # partial reports, a repeat that confirms a command (it moves last_updated and the cause),
+    # a first state and a device that registers anew, the retained state must still be the
+    # hub's own view of every entity.
+    hub = await hub_factory(write_config(tmp_path, mqtt_url))
+    dev, base = prefixes(hub)
+    topic = f"{base}/devices/plug1/state"
+
+    async def mirrored_matches_the_hub(probe: MqttProbe) -> None:
+        def matches() -> bool:
+            received = _last_payload(probe, topic)
+            if received is None:
+                return False
+            body = json.loads(received)
+            states = {
+                entity.key: hub.registry.states[entity.id]
+                for entity in hub.registry.entities_of("plug1")
+                if entity.id in hub.registry.states
+            }
+            return body["entities"] == {
+                key: {
+                    "state": state.value,
+                    "attributes": dict(state.attributes),
+                    "last_changed": state.last_changed,
+                    "last_updated": state.last_updated,
+                    "context": state.context.id,
+                    "cause": state.context.describe(),
+                }
+                for key, state in states.items()
+            }
+
+        await eventually(matches, 5, "the mirrored state is not the hub's")
+
+    with MqttProbe(mqtt_url) as probe:
+        await asyncio.to_thread(probe.subscribe, topic)
+        await announce_plug(hub, probe)
+        await asyncio.to_thread(probe.publish, f"{dev}/plug1/state", {"switch": "on"})
+        await eventually(lambda: "plug1.switch" in hub.registry.states)
+        await mirrored_matches_the_hub(probe)
+        # A first state for another entity, then reports that change one entity at a time.
+        for body in ({"power": 10.0}, {"power": 11.0}, {"energy": 1.5}, {"power": 12.0}):
+            await asyncio.to_thread(probe.publish, f"{dev}/plug1/state", body)
+            await mirrored_matches_the_hub(probe)
+        # The plug is on already: its answer confirms the command without a new value.
+        before = hub.registry.states["plug1.switch"].context.id
+        alice = Context(Origin.PERSON, "alice", via="discord")
+        futures = hub.commands.issue(Command("plug1.switch", "turn_on", alice), timeout=5)
+        await asyncio.to_thread(probe.publish, f"{dev}/plug1/state", {"switch": "on"})
+        await asyncio.gather(*futures)
+        await asyncio.to_thread(probe.publish, f"{dev}/plug1/state", {"power": 13.0})
+        await mirrored_matches_the_hub(probe)
+        mirrored = json.loads(_last_payload(probe, topic) or b"{}")["entities"]["switch"]
+        assert mirrored["context"] != before  # the confirmation's, not the first report's
+        # Registered anew with one more entity, which then reports.
+        config = {
+            **PLUG_CONFIG,
+            "entities": {**PLUG_CONFIG["entities"], "voltage": {"kind": "sensor", "unit": "V"}},
+        }
+        await asyncio.to_thread(probe.publish, f"{dev}/plug1/config", config, 1, True)
+        await eventually(lambda: "plug1.voltage" in hub.registry.entities)
+        await asyncio.to_thread(probe.publish, f"{dev}/plug1/state", {"voltage": 230.0})
+        await mirrored_matches_the_hub(probe)
+        await asyncio.to_thread(probe.publish, f"{dev}/plug1/state", {"power": 14.0})
+        await mirrored_matches_the_hub(probe)
