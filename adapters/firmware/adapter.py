@@ -505,14 +505,19 @@ class FirmwareProfiles(Plugin):
                 if type(data) is not dict:
                     return False
             variables = from_topic
-            if route.known is not None:
-                device_key = route.install.profile.device.key
-                if device_key not in variables:
-                    variables = {**variables, device_key: route.known.key}
             if rule.when:
+                # Constant conditions (Shelly's method) bind nothing: no copy of the variables.
                 found = bind_conditions(rule.when, data, variables)
                 if found is None:
                     continue
+                if found is not variables and route.known is not None:
+                    # A pattern bound a variable: bind again knowing the device's key.
+                    device_key = route.install.profile.device.key
+                    found = bind_conditions(
+                        rule.when, data, {**variables, device_key: route.known.key}
+                    )
+                    if found is None:
+                        continue
                 variables = found
             if chosen is not None:
                 return False  # several rules read it: the full way merges them
@@ -544,7 +549,7 @@ class FirmwareProfiles(Plugin):
                 if read is not None:
                     break
         if read is None:
-            read = self._lane_readings(topic, lane, rule, variables, data)
+            read = self._lane_readings(topic, lane, known, rule, variables, data)
             if not read:
                 return False
         states = context.states
@@ -586,6 +591,7 @@ class FirmwareProfiles(Plugin):
         self,
         topic: str,
         lane: _Lane,
+        known: Known,
         rule: Rule,
         variables: dict[str, Any],
         data: dict[str, Any],
@@ -594,6 +600,7 @@ class FirmwareProfiles(Plugin):
         to; None when one has none (the full way reads it). Keeps the message's shape for
         the next messages on ``topic`` when it can be read by shape."""
         bindings = dict(variables)  # the message's own: bound values are added to it
+        bindings.setdefault(known.install.profile.device.key, known.key)
         for name, path in rule.bind:
             value = path.get(data) if path.literal else MISSING
             if value is not MISSING and not isinstance(value, dict | list):
