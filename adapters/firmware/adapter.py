@@ -68,6 +68,8 @@ _MATCH_MEMO_LIMIT = 4096
 # topics per lane (a Tasmota's POWER1, POWER2...; past it the lane starts afresh).
 _SHAPES_PER_TOPIC = 4
 _SHAPE_TOPICS_LIMIT = 64
+# Shapes tried per topic of a lane, at most: past it the decode plan reads what no shape fits.
+_SHAPE_BUILDS_LIMIT = 16
 
 
 class FirmwareConfigError(Exception):
@@ -165,6 +167,9 @@ class _Lane:
     # topic -> the shapes its messages came in, newest first (see shapes.py): a message of
     # one of them is read from its places without the decode plan
     shapes: dict[str, list[Shape[_LaneEntry]]] = field(default_factory=dict)
+    # topic -> shapes tried to build: telemetry that keeps changing shape (or a plan that has
+    # none) stops paying for the attempts
+    shape_builds: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -624,16 +629,20 @@ class FirmwareProfiles(Plugin):
             read.append((raw, entry))
         # A shape reads values from their places only: a variable bound from a value must
         # not name the entity.
-        if not any(name in plan.entity_names for name, _ in rule.bind for plan, _, _ in readings):
-            shape = build_shape(rule.plan, data, bindings, readings, [e for _, e in read])
-            if shape is not None:
-                shapes = lane.shapes.get(topic)
-                if shapes is None:
-                    if len(lane.shapes) >= _SHAPE_TOPICS_LIMIT:
-                        lane.shapes.clear()
-                    shapes = lane.shapes[topic] = []
-                shapes.insert(0, shape)
-                del shapes[_SHAPES_PER_TOPIC:]
+        builds = lane.shape_builds.get(topic, 0)
+        if builds >= _SHAPE_BUILDS_LIMIT or any(
+            name in plan.entity_names for name, _ in rule.bind for plan, _, _ in readings
+        ):
+            return read
+        if len(lane.shape_builds) >= _SHAPE_TOPICS_LIMIT and topic not in lane.shape_builds:
+            lane.shapes.clear()
+            lane.shape_builds.clear()
+        lane.shape_builds[topic] = builds + 1
+        shape = build_shape(rule.plan, data, bindings, readings, [e for _, e in read])
+        if shape is not None:
+            shapes = lane.shapes.setdefault(topic, [])
+            shapes.insert(0, shape)
+            del shapes[_SHAPES_PER_TOPIC:]
         return read
 
     def _keep_lane(self, batch: _DeviceBatch) -> None:

@@ -200,3 +200,49 @@ async def test_lanes_give_the_same_states_changes_and_rejections_as_the_full_way
     assert ("<tasmota>.power", 10, 11) in without[-9][1]
     assert ("<tasmota>.am2301_temperature", 21.5, 21.7) in without[-7][1]
     assert without[-1][1] == [("<tasmota>.relay", "on", "off")]
+
+
+async def test_telemetry_that_keeps_changing_shape_stops_costing_shape_builds(
+    tmp_path: Path, mqtt_url: str, hub_factory: HubFactory
+) -> None:
+    # A device that sends a different set of fields every time (a Shelly reports only what
+    # changed) never matches a kept shape: after a bounded number of tries its messages go
+    # the decode plan's way without a shape being built each time, and still read right.
+    shelly = f"shellyplus1pm-{unique('')}"
+    config = write_config(
+        tmp_path,
+        mqtt_url,
+        f"    profiles: [shelly-gen2]\n    shelly-gen2:\n      devices: [{shelly}]\n",
+    )
+    hub: Hub = await hub_factory(config)
+    await running(hub)
+    assert hub.mqtt is not None
+    builds = 0
+    original = firmware_adapter.build_shape
+
+    def counting(*args: Any) -> Any:
+        nonlocal builds
+        builds += 1
+        return original(*args)
+
+    fields = ["apower", "voltage", "current", "freq", "pf"]
+    last_power = 0.0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(firmware_adapter, "build_shape", counting)
+        hub.mqtt._dispatch(f"{shelly}/online", b"true")
+        for number in range(60):
+            # Every message another subset of the fields, in another order.
+            chosen = [f for bit, f in enumerate(fields) if (number + 1) >> bit & 1] or ["apower"]
+            chosen = chosen[number % len(chosen) :] + chosen[: number % len(chosen)]
+            switch = {"id": 0, **dict.fromkeys(chosen, 100.0 + number)}
+            if "apower" in chosen:
+                last_power = 100.0 + number
+            body = {
+                "src": shelly,
+                "method": "NotifyStatus",
+                "params": {"ts": number, "switch:0": switch},
+            }
+            hub.mqtt._dispatch(f"{shelly}/events/rpc", json.dumps(body).encode())
+    assert 1 <= builds <= 20, f"{builds} shapes built for 60 messages"
+    device = next(d for d in hub.registry.devices.values() if d.owner == "firmware")
+    assert hub.registry.states[f"{device.id}.power_0"].value == last_power
