@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +16,7 @@ import pytest
 
 from hub.mqtt import MqttLink
 from tests.hubtest import eventually
+from tests.mqttpackets import publish
 from tests.mqttprobe import MqttProbe
 
 
@@ -224,16 +227,7 @@ async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 def _plain_publish(topic: str, payload: bytes, *, qos: int = 0, packet_id: int = 0) -> bytes:
     """An MQTT 3.1.1 PUBLISH packet."""
-    name = topic.encode()
-    body = len(name).to_bytes(2, "big") + name
-    if qos:
-        body += packet_id.to_bytes(2, "big")
-    body += payload
-    assert len(body) < 16384
-    length = (
-        bytes([len(body)]) if len(body) < 128 else bytes([len(body) & 0x7F | 0x80, len(body) >> 7])
-    )
-    return bytes([0x30 | qos << 1]) + length + body
+    return publish(topic.encode(), payload, v5=False, qos=qos, packet_id=packet_id)
 
 
 class _StandInBroker:
@@ -290,12 +284,24 @@ class _StandInBroker:
             return
 
 
-async def _link_to(broker: _StandInBroker, topic: str, received: list[bytes]) -> MqttLink:
-    link = MqttLink(f"mqtt://127.0.0.1:{broker.port}", client_id="link-stand-in", protocol="3.1.1")
-    await link.start()
-    link.subscribe(topic, lambda t, payload, at: received.append(bytes(payload)), owner="test")
-    await asyncio.wait_for(broker.subscribed.wait(), 5)
-    return link
+@contextlib.asynccontextmanager
+async def _stand_in_link(
+    topic: str, received: list[bytes]
+) -> AsyncIterator[tuple[_StandInBroker, MqttLink]]:
+    """A stand-in broker and a link to it, subscribed to ``topic`` (payloads to ``received``)."""
+    async with _StandInBroker() as broker:
+        link = MqttLink(
+            f"mqtt://127.0.0.1:{broker.port}", client_id="link-stand-in", protocol="3.1.1"
+        )
+        await link.start()
+        try:
+            link.subscribe(
+                topic, lambda t, payload, at: received.append(bytes(payload)), owner="test"
+            )
+            await asyncio.wait_for(broker.subscribed.wait(), 5)
+            yield broker, link
+        finally:
+            await link.stop()
 
 
 def _count_paho_deliveries(link: MqttLink) -> list[int]:
@@ -319,24 +325,20 @@ async def test_a_publish_cut_in_two_waits_for_its_rest_without_spinning() -> Non
     # slow byte-by-byte decoding (and must not spin on the bytes it holds meanwhile).
     topic = "cut/reading"
     received: list[bytes] = []
-    async with _StandInBroker() as broker:
-        link = await _link_to(broker, topic, received)
-        try:
-            via_paho = _count_paho_deliveries(link)
-            payload = b'{"power": 1234.5, "voltage": 231.4}' * 4
-            packet = _plain_publish(topic, payload)
-            await broker.send(packet + packet[:9])  # one whole, then one cut in its topic
-            await eventually(lambda: len(received) == 1, 5, "the whole packet did not arrive")
-            cpu_before = time.process_time()
-            await asyncio.sleep(0.5)  # the rest is on its way
-            waiting_cpu = time.process_time() - cpu_before
-            await broker.send(packet[9:])
-            await eventually(lambda: len(received) == 2, 5, "the cut packet did not arrive")
-            assert received == [payload, payload]
-            assert waiting_cpu < 0.2, f"the link spun for {waiting_cpu:.2f} s of CPU waiting"
-            assert via_paho[0] == 0, "the cut packet went through paho's own decoding"
-        finally:
-            await link.stop()
+    async with _stand_in_link(topic, received) as (broker, link):
+        via_paho = _count_paho_deliveries(link)
+        payload = b'{"power": 1234.5, "voltage": 231.4}' * 4
+        packet = _plain_publish(topic, payload)
+        await broker.send(packet + packet[:9])  # one whole, then one cut in its topic
+        await eventually(lambda: len(received) == 1, 5, "the whole packet did not arrive")
+        cpu_before = time.process_time()
+        await asyncio.sleep(0.5)  # the rest is on its way
+        waiting_cpu = time.process_time() - cpu_before
+        await broker.send(packet[9:])
+        await eventually(lambda: len(received) == 2, 5, "the cut packet did not arrive")
+        assert received == [payload, payload]
+        assert waiting_cpu < 0.2, f"the link spun for {waiting_cpu:.2f} s of CPU waiting"
+        assert via_paho[0] == 0, "the cut packet went through paho's own decoding"
 
 
 async def test_a_qos1_message_takes_only_itself_off_the_fast_path() -> None:
@@ -345,21 +347,17 @@ async def test_a_qos1_message_takes_only_itself_off_the_fast_path() -> None:
     # through paho's slow decoding too. It must take the QoS 1 packet alone, and acknowledge it.
     topic = "mixed/reading"
     received: list[bytes] = []
-    async with _StandInBroker() as broker:
-        link = await _link_to(broker, topic, received)
-        try:
-            for number in range(300):  # never acknowledged: all stay in flight
-                link.publish("mixed/out", b"%d" % number, qos=1)
-            assert link._client is not None
-            await eventually(lambda: len(link._client._out_messages) >= 300, 5, "not queued")
-            via_paho = _count_paho_deliveries(link)
-            burst = _plain_publish(topic, b"command", qos=1, packet_id=7) + b"".join(
-                _plain_publish(topic, b"reading %d" % number) for number in range(100)
-            )
-            await broker.send(burst)
-            await eventually(lambda: len(received) == 101, 5, "the burst did not arrive")
-            assert received == [b"command"] + [b"reading %d" % number for number in range(100)]
-            await eventually(lambda: 7 in broker.acked, 5, "the QoS 1 message was not acked")
-            assert via_paho[0] == 1, f"{via_paho[0]} messages went through paho's decoding"
-        finally:
-            await link.stop()
+    async with _stand_in_link(topic, received) as (broker, link):
+        for number in range(300):  # never acknowledged: all stay in flight
+            link.publish("mixed/out", b"%d" % number, qos=1)
+        assert link._client is not None
+        await eventually(lambda: len(link._client._out_messages) >= 300, 5, "not queued")
+        via_paho = _count_paho_deliveries(link)
+        burst = _plain_publish(topic, b"command", qos=1, packet_id=7) + b"".join(
+            _plain_publish(topic, b"reading %d" % number) for number in range(100)
+        )
+        await broker.send(burst)
+        await eventually(lambda: len(received) == 101, 5, "the burst did not arrive")
+        assert received == [b"command"] + [b"reading %d" % number for number in range(100)]
+        await eventually(lambda: 7 in broker.acked, 5, "the QoS 1 message was not acked")
+        assert via_paho[0] == 1, f"{via_paho[0]} messages went through paho's decoding"

@@ -9,6 +9,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import MQTTException, Properties
 
 from hub import paho_speedups
+from tests.mqttpackets import publish as _publish
 
 
 def _publish_packet(props: Properties | None) -> bytes:
@@ -67,34 +68,6 @@ def test_install_is_idempotent() -> None:
 
 
 # ----- QoS 0 PUBLISH packets handed straight to the hub ------------------------------------------
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value % 128, value // 128
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _publish(
-    topic: bytes,
-    payload: bytes,
-    *,
-    v5: bool,
-    qos: int = 0,
-    retain: bool = False,
-    props: Properties | None = None,
-) -> bytes:
-    body = len(topic).to_bytes(2, "big") + topic
-    if qos:
-        body += (7).to_bytes(2, "big")
-    if v5:
-        body += props.pack() if props is not None else b"\x00"
-    body += payload
-    header = 0x30 | (qos << 1) | int(retain)
-    return bytes([header]) + _varint(len(body)) + body
 
 
 class _Socket:
