@@ -18,32 +18,7 @@ import time
 from typing import Any
 
 from hub.mqtt import set_nodelay
-
-
-def _remaining_length(value: int) -> bytes:
-    """MQTT's variable byte integer."""
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | 0x80 if value else byte)
-        if not value:
-            return bytes(out)
-
-
-def publish_packet(topic: str, payload: bytes, *, retain: bool = False, v5: bool = False) -> bytes:
-    """A QoS 0 PUBLISH packet (MQTT 3.1.1, or 5 with no properties)."""
-    name = topic.encode()
-    body_length = 2 + len(name) + (1 if v5 else 0) + len(payload)
-    return b"".join(
-        (
-            b"\x31" if retain else b"\x30",
-            _remaining_length(body_length),
-            len(name).to_bytes(2, "big"),
-            name,
-            b"\x00" if v5 else b"",
-            payload,
-        )
-    )
+from hub.paho_speedups import append_publish
 
 
 class LoadLink:
@@ -72,7 +47,7 @@ class LoadLink:
 
     def add(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Queue a QoS 0 publish; it goes out with the next :meth:`flush`."""
-        self._pending += publish_packet(topic, payload, retain=retain, v5=self._v5)
+        append_publish(self._pending, topic.encode(), payload, retain=retain, v5=self._v5)
 
     def flush(self) -> None:
         """Write everything queued, in one system call where the socket takes it all."""

@@ -583,7 +583,8 @@ class MqttLink:
     def publish(
         self, topic: str, payload: bytes | str, *, qos: int = 0, retain: bool = False
     ) -> int:
-        """Queue a message for the broker (never blocks); return its message id (0 if held).
+        """Queue a message for the broker (never blocks); return its message id (0 if held,
+        or QoS 0 written without paho).
 
         QoS 1 messages published while the broker is away are kept by paho and sent on
         reconnect, so a command is never dropped by a broker restart.
@@ -594,6 +595,17 @@ class MqttLink:
         self.stats.published += 1
         if self._connecting:
             self._held.append((topic, payload, qos, retain))
+            return 0
+        send = self._send
+        if (
+            qos == 0
+            and self._connected
+            and send is not None
+            and not client._out_packet  # what paho holds back goes out first
+            and send.add_publish(topic, payload, retain, self.protocol_version == "5")
+        ):
+            if not self._writer_registered:
+                self._ensure_writer()
             return 0
         info = client.publish(topic, payload, qos=qos, retain=retain)
         if not self._writer_registered:

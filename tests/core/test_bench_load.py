@@ -12,7 +12,8 @@ import pytest
 from paho.mqtt import _packet
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub.benchload import LoadLink, publish_packet
+from hub.benchload import LoadLink
+from hub.paho_speedups import publish_packet
 from tests.mqttprobe import MqttProbe
 
 

@@ -82,6 +82,41 @@ async def test_large_bursts_and_big_payloads_arrive_whole_and_in_order(mqtt_url:
         await link.stop()
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_published_messages_keep_their_order_when_the_send_buffer_fills(
+    mqtt_url: str, protocol: str
+) -> None:
+    # The link writes QoS 0 publishes itself and hands the rest to paho. Once its send buffer
+    # is full, paho holds packets back; what is published after that must not overtake them.
+    topic = f"link-order-{protocol}/data"
+    received: list[tuple[str, bytes]] = []
+    reader = MqttLink(mqtt_url, client_id=f"link-order-reader-{protocol}", protocol=protocol)
+    writer = MqttLink(mqtt_url, client_id=f"link-order-writer-{protocol}", protocol=protocol)
+    await reader.start()
+    await writer.start()
+    try:
+        reader.subscribe(
+            f"{topic}/#", lambda t, p, at: received.append((t, bytes(p))), owner="test", qos=1
+        )
+        await asyncio.sleep(0.2)  # the subscription reaches the broker first
+        expected = []
+        for i in range(200):
+            qos = 1 if i % 7 == 3 else 0
+            payload = f"{i:04d}".encode() * (50_000 if i % 3 == 0 else 1)  # 200 kB or 4 bytes
+            writer.publish(f"{topic}/q{qos}", payload, qos=qos)
+            expected.append((f"{topic}/q{qos}", payload))
+            if i % 50 == 49:
+                await asyncio.sleep(0)  # the socket takes part of 3 MB between turns
+        await eventually(lambda: len(received) >= len(expected), 20, "not all received")
+        assert [(t, p[:4]) for t, p in received] == [(t, p[:4]) for t, p in expected]
+        assert received == expected
+        with pytest.raises(ValueError, match="wildcard"):
+            writer.publish(f"{topic}/+", b"a wildcard is no topic name")
+    finally:
+        await writer.stop()
+        await reader.stop()
+
+
 async def test_stop_says_goodbye_so_the_broker_keeps_the_last_will(mqtt_url: str) -> None:
     # Writes are batched; the DISCONNECT must still reach the broker before the socket closes,
     # or the broker would announce the hub as gone (its last will) on every clean stop.
