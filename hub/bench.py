@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import random
@@ -338,7 +339,7 @@ class RuleProbe:
             if value == "on":
                 with self._lock:
                     self.pending[sensor.id].append(published)
-            home.last_pub[(sensor.id, "motion")] = (value, published)
+            home.changes.record([((sensor.id, "motion"), value)], published)
             home.client.publish(f"{_PREFIX}/{sensor.id}/state", orjson.dumps(report))
             sent += 1
         self.events += sent
@@ -364,6 +365,71 @@ class RuleProbe:
         """Motion "on" reports still waiting for their light's command."""
         with self._lock:
             return sum(len(queue) for queue in self.pending.values())
+
+
+class PublishedChanges:
+    """Per watched entity, the values its reports changed to, each with the publish time of
+    the first report that carried it: what the observer matches the hub's mirrored states to.
+
+    The hub stamps ``last_updated`` when a value changes; a report repeating the value moves
+    nothing. So a mirrored (value, last_updated) belongs to the newest change to that value
+    published before the stamp. Keeping only each entity's latest report, as the bench did,
+    matched a state only while the hub was current: behind by a few reports, the entity's
+    latest value was already another, and the sample was lost. Quickly changing readings
+    (most of the core scenario's) then dropped out of the latency figures exactly while the
+    hub was backlogged, and only slow ones (button presses, most of them Zigbee2MQTT's in the
+    firmware scenario) showed the backlog: the two scenarios' tails were not measured alike.
+
+    A change already matched, an entity's first report (the bench does not know the value
+    before it) and a command's reply stay as the entity's known value with no publish time,
+    so a report repeating them is no change, and a stamp without a change (a confirmation, an
+    attribute) matches nothing. Thread-safe: the load loop records, the observer matches.
+    """
+
+    # Changes kept per entity: more than a device reports while the hub is seconds behind.
+    KEEP = 512
+
+    def __init__(self, events: set[tuple[str, str]] | None = None) -> None:
+        self._changes: dict[tuple[str, str], list[tuple[Any, float]]] = {}
+        # Entities whose every report is a change, the same value included (a button press).
+        self._events = events or set()
+        self._lock = threading.Lock()
+
+    def record(self, reports: Sequence[tuple[tuple[str, str], Any]], published: float) -> None:
+        """Note reports of (entity, value) published at ``published``."""
+        changes, events = self._changes, self._events
+        with self._lock:
+            for ident, value in reports:
+                history = changes.get(ident)
+                if history is None:
+                    changes[ident] = [(value, math.inf)]
+                elif history[-1][0] != value or ident in events:
+                    history.append((value, published))
+                    if len(history) > self.KEEP:
+                        del history[: self.KEEP // 2]
+
+    def known(self, ident: tuple[str, str], value: Any) -> None:
+        """The entity's value is now ``value`` by other means than a report (a command's
+        reply): what follows counts from it, and nothing before it is matched any more."""
+        with self._lock:
+            if value is None:
+                self._changes.pop(ident, None)
+            else:
+                self._changes[ident] = [(value, math.inf)]
+
+    def match(self, ident: tuple[str, str], value: Any, updated: float) -> float | None:
+        """The publish time of the change the hub stamped ``updated`` with ``value``, or None.
+        Each change is matched once; older ones are dropped."""
+        with self._lock:
+            history = self._changes.get(ident)
+            if not history:
+                return None
+            for at in range(len(history) - 1, -1, -1):
+                published_value, published = history[at]
+                if published <= updated and published_value == value:
+                    history[: at + 1] = [(published_value, math.inf)]
+                    return published
+            return None
 
 
 @dataclass
@@ -393,7 +459,7 @@ class BenchHome:
 
     Each device speaks its dialect (``hub.simfirmware``): the hub's own convention, or with
     ``mixed`` (the firmware scenario) Tasmota, Shelly Gen2, Zigbee2MQTT and discovery as well.
-    ``last_pub`` is keyed by the ids the hub's adapters give, so the observer can match states.
+    ``changes`` is keyed by the ids the hub's adapters give, so the observer can match states.
     """
 
     def __init__(
@@ -431,9 +497,15 @@ class BenchHome:
             _client(f"bench-load-{uuid.uuid4().hex[:8]}", protocol), v5=protocol == "5"
         )
         self.port = port
-        # (hub device id, entity key) -> (value, publish time) of the latest report with a value,
-        # for the devices the observer watches (all when ``watched`` is None)
-        self.last_pub: dict[tuple[str, str], tuple[Any, float]] = {}
+        # What the reports of the devices the observer watches (all when ``watched`` is None)
+        # changed, by (hub device id, entity key).
+        self.changes = PublishedChanges(
+            {
+                ident
+                for (device_id, key), ident in self.hub_ids.items()
+                if self.by_id[device_id].entities()[key].get("kind") == "button"
+            }
+        )
         self.watched: set[str] | None = None
         self.sent = 0
         self.replies = 0
@@ -504,7 +576,7 @@ class BenchHome:
             for key in update:
                 ident = self.hub_ids.get((device.id, key))
                 if ident is not None:
-                    self.last_pub.pop(ident, None)
+                    self.changes.known(ident, _scalar(update[key]))
         with self.lock:
             # On the load connection, after the reports already queued: in the order a
             # device would send them.
@@ -541,7 +613,7 @@ class BenchHome:
             )
             for device in devices
         ]
-        last_pub = self.last_pub
+        changes = self.changes
         driven = 0
         start = time.monotonic()
         end = start + duration
@@ -566,10 +638,9 @@ class BenchHome:
                 sent += 1
             # The batch's publish time: stamped before it is written, so the hub cannot have
             # stamped a state from it earlier.
-            t_pub = time.time()
-            for ident, value in carried_values:
-                last_pub[ident] = (value, t_pub)
-            carried_values.clear()
+            if carried_values:
+                changes.record(carried_values, time.time())
+                carried_values.clear()
             with lock:
                 load.flush()
             if drive is not None:
@@ -672,25 +743,22 @@ class Observer:
         body = orjson.loads(payload)
         if not self.measuring:
             return
-        last_pub = self.home.last_pub
+        changes = self.home.changes
         for key, entity in body.get("entities", {}).items():
             updated = entity.get("last_updated", 0.0)
             ident = (device_id, key)
             if updated <= self._last_updated.get(ident, 0.0):
                 continue
             self._last_updated[ident] = updated
-            published = last_pub.get(ident)
-            if published is None:
-                continue
             value = entity.get("state")
             if isinstance(value, int | float) and not isinstance(value, bool):
                 value = float(value)
-            if value == published[0] and updated >= published[1]:
-                latency = (updated - published[1]) * 1000
+            published = changes.match(ident, value, updated)
+            if published is not None:
+                latency = (updated - published) * 1000
                 self.seen.state_ms.append(latency)
                 dialect = self.home.dialect_by_hub_id.get(device_id, "?")
                 self.seen.state_ms_by_dialect[dialect].append(latency)
-                last_pub.pop(ident, None)
 
     def issue_command(self, device_id: str, key: str, dialect: str = "native") -> None:
         """Toggle an entity through the hub's command topic (the device speaks ``dialect``)."""
