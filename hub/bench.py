@@ -110,6 +110,11 @@ def _connect(client: Any, port: int, timeout: float = 10.0) -> None:
         raise RuntimeError(f"bench client could not connect to 127.0.0.1:{port}")
 
 
+def _carried(body: Any) -> Any:
+    """What a report said of an entity, comparable with ``!=``: its state and attributes."""
+    return tuple(body.items()) if isinstance(body, dict) else body
+
+
 def _scalar(body: Any) -> Any:
     value = body.get("state") if isinstance(body, dict) else body
     if isinstance(value, bool):
@@ -339,7 +344,7 @@ class RuleProbe:
             if value == "on":
                 with self._lock:
                     self.pending[sensor.id].append(published)
-            home.changes.record([((sensor.id, "motion"), value)], published)
+            home.changes.record([((sensor.id, "motion"), value, value)], published)
             home.client.publish(f"{_PREFIX}/{sensor.id}/state", orjson.dumps(report))
             sent += 1
         self.events += sent
@@ -380,8 +385,8 @@ class PublishedChanges:
     hub was backlogged, and only slow ones (button presses, most of them Zigbee2MQTT's in the
     firmware scenario) showed the backlog: the two scenarios' tails were not measured alike.
 
-    A change already matched, an entity's first report (the bench does not know the value
-    before it) and a command's reply stay as the entity's known value with no publish time,
+    A change already matched, a device's announced state, an entity's first report when
+    nothing was announced for it, and a command's reply stay as its known value with no time,
     so a report repeating them is no change, and a stamp without a change (a confirmation, an
     attribute) matches nothing. Thread-safe: the load loop records, the observer matches.
     """
@@ -390,32 +395,35 @@ class PublishedChanges:
     KEEP = 512
 
     def __init__(self, events: set[tuple[str, str]] | None = None) -> None:
-        self._changes: dict[tuple[str, str], list[tuple[Any, float]]] = {}
+        # ident -> [(value, publish time, what the report carried)], oldest first
+        self._changes: dict[tuple[str, str], list[tuple[Any, float, Any]]] = {}
         # Entities whose every report is a change, the same value included (a button press).
         self._events = events or set()
         self._lock = threading.Lock()
 
-    def record(self, reports: Sequence[tuple[tuple[str, str], Any]], published: float) -> None:
-        """Note reports of (entity, value) published at ``published``."""
+    def record(self, reports: Sequence[tuple[tuple[str, str], Any, Any]], published: float) -> None:
+        """Note reports of (entity, value, carried) published at ``published``: ``carried`` is
+        what the report said of the entity, attributes included (the hub stamps an attribute
+        change too: a thermostat's current temperature), ``value`` its state."""
         changes, events = self._changes, self._events
         with self._lock:
-            for ident, value in reports:
+            for ident, value, carried in reports:
                 history = changes.get(ident)
                 if history is None:
-                    changes[ident] = [(value, math.inf)]
-                elif history[-1][0] != value or ident in events:
-                    history.append((value, published))
+                    changes[ident] = [(value, math.inf, carried)]
+                elif not history or history[-1][2] != carried or ident in events:
+                    history.append((value, published, carried))
                     if len(history) > self.KEEP:
                         del history[: self.KEEP // 2]
 
-    def known(self, ident: tuple[str, str], value: Any) -> None:
-        """The entity's value is now ``value`` by other means than a report (a command's
-        reply): what follows counts from it, and nothing before it is matched any more."""
+    def known(self, ident: tuple[str, str], value: Any, carried: Any) -> None:
+        """The entity is now as ``carried`` says by other means than a report (an announce,
+        a command's reply): what follows counts from it; nothing before it is matched."""
         with self._lock:
             if value is None:
                 self._changes.pop(ident, None)
             else:
-                self._changes[ident] = [(value, math.inf)]
+                self._changes[ident] = [(value, math.inf, carried)]
 
     def match(self, ident: tuple[str, str], value: Any, updated: float) -> float | None:
         """The publish time of the change the hub stamped ``updated`` with ``value``, or None.
@@ -425,9 +433,9 @@ class PublishedChanges:
             if not history:
                 return None
             for at in range(len(history) - 1, -1, -1):
-                published_value, published = history[at]
+                published_value, published, carried = history[at]
                 if published <= updated and published_value == value:
-                    history[: at + 1] = [(published_value, math.inf)]
+                    history[: at + 1] = [(published_value, math.inf, carried)]
                     return published
             return None
 
@@ -533,6 +541,11 @@ class BenchHome:
         for device in self.devices:
             for msg in self.dialect_of[device.id].announce(device):
                 self.client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+            # The announced state is what the hub holds: a first report repeating it is no change.
+            for key, body in device.initial_state().items():
+                ident = self.hub_ids.get((device.id, key))
+                if ident is not None:
+                    self.changes.known(ident, _scalar(body), _carried(body))
 
     def _on_command(self, client: Any, userdata: Any, message: Any) -> None:
         from hub.simfirmware import HaDiscovery
@@ -576,7 +589,7 @@ class BenchHome:
             for key in update:
                 ident = self.hub_ids.get((device.id, key))
                 if ident is not None:
-                    self.changes.known(ident, _scalar(update[key]))
+                    self.changes.known(ident, _scalar(update[key]), _carried(update[key]))
         with self.lock:
             # On the load connection, after the reports already queued: in the order a
             # device would send them.
@@ -619,7 +632,7 @@ class BenchHome:
         end = start + duration
         sent = 0
         last_tick = start
-        carried_values: list[tuple[tuple[str, str], Any]] = []
+        carried_values: list[tuple[tuple[str, str], Any, Any]] = []
         while True:
             now = time.monotonic()
             if now >= end:
@@ -634,7 +647,7 @@ class BenchHome:
                     value = _scalar(body)
                     ident = idents.get(key)
                     if value is not None and ident is not None:
-                        carried_values.append((ident, value))
+                        carried_values.append((ident, value, _carried(body)))
                 sent += 1
             # The batch's publish time: stamped before it is written, so the hub cannot have
             # stamped a state from it earlier.
