@@ -152,6 +152,8 @@ class MqttLink:
         self._receive: BufferedReceive | None = None  # once the client is built
         self._paho_clock: Callable[[], float] = time.monotonic
         self._send: BufferedSend | None = None
+        # paho's queue of packets it holds back; None (a paho we do not know): paho sends all.
+        self._paho_held: Any = None
         self._read_packet: Callable[[Any], int] | None = None  # paho's read, one packet
         self._drain_scheduled = False
         self._connected = False
@@ -251,6 +253,7 @@ class MqttLink:
         self._receive = paho_speedups.BufferedReceive(client)
         self._paho_clock = paho.time_func  # the clock paho's keepalive reads
         self._send = paho_speedups.BufferedSend(client)
+        self._paho_held = getattr(client, "_out_packet", None)
         self._read_packet = paho_speedups.read_one_packet
         self._client = client
 
@@ -596,12 +599,13 @@ class MqttLink:
         if self._connecting:
             self._held.append((topic, payload, qos, retain))
             return 0
-        send = self._send
+        send, held = self._send, self._paho_held
         if (
             qos == 0
             and self._connected
             and send is not None
-            and not client._out_packet  # what paho holds back goes out first
+            and held is not None
+            and not held  # what paho holds back goes out first
             and send.add_publish(topic, payload, retain, self.protocol_version == "5")
         ):
             if not self._writer_registered:
