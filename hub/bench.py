@@ -416,14 +416,16 @@ class PublishedChanges:
                     if len(history) > self.KEEP:
                         del history[: self.KEEP // 2]
 
-    def known(self, ident: tuple[str, str], value: Any, carried: Any) -> None:
-        """The entity is now as ``carried`` says by other means than a report (an announce,
-        a command's reply): what follows counts from it; nothing before it is matched."""
+    def known(self, ident: tuple[str, str], body: Any) -> None:
+        """The entity is now as ``body`` (its state as a report carries it) says, by other
+        means than a report (an announce, a command's reply): what follows counts from it;
+        nothing before it is matched."""
+        value = _scalar(body)
         with self._lock:
             if value is None:
                 self._changes.pop(ident, None)
             else:
-                self._changes[ident] = [(value, math.inf, carried)]
+                self._changes[ident] = [(value, math.inf, _carried(body))]
 
     def match(self, ident: tuple[str, str], value: Any, updated: float) -> float | None:
         """The publish time of the change the hub stamped ``updated`` with ``value``, or None.
@@ -545,7 +547,7 @@ class BenchHome:
             for key, body in device.initial_state().items():
                 ident = self.hub_ids.get((device.id, key))
                 if ident is not None:
-                    self.changes.known(ident, _scalar(body), _carried(body))
+                    self.changes.known(ident, body)
 
     def _on_command(self, client: Any, userdata: Any, message: Any) -> None:
         from hub.simfirmware import HaDiscovery
@@ -589,7 +591,7 @@ class BenchHome:
             for key in update:
                 ident = self.hub_ids.get((device.id, key))
                 if ident is not None:
-                    self.changes.known(ident, _scalar(update[key]), _carried(update[key]))
+                    self.changes.known(ident, update[key])
         with self.lock:
             # On the load connection, after the reports already queued: in the order a
             # device would send them.

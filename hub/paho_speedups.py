@@ -254,13 +254,6 @@ def append_publish(
     buffer += payload
 
 
-def publish_packet(topic: str, payload: bytes, *, retain: bool = False, v5: bool = False) -> bytes:
-    """A QoS 0 PUBLISH packet (MQTT 3.1.1, or 5 with no properties)."""
-    packet = bytearray()
-    append_publish(packet, topic.encode(), payload, retain=retain, v5=v5)
-    return bytes(packet)
-
-
 class BufferedSend:
     """Collect paho's writes and send them with one system call per batch.
 

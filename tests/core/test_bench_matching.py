@@ -69,7 +69,7 @@ def test_the_same_press_twice_is_two_presses() -> None:
 def test_a_reply_to_a_command_is_not_a_report() -> None:
     changes = _plug_at(0)
     changes.record([(POWER, 100, 100)], 1.0)
-    changes.known(POWER, 100, 100)  # the device answered a command: its change is the command's
+    changes.known(POWER, 100)  # the device answered a command: its change is the command's
     assert changes.match(POWER, 100.0, 1.5) is None
     changes.record([(POWER, 100, 100)], 2.0)  # and its next report repeats it
     assert changes.match(POWER, 100.0, 2.5) is None
@@ -89,7 +89,7 @@ def test_a_report_that_changes_only_attributes_is_a_change() -> None:
     # stamps that too.
     thermostat = ("hall", "thermostat")
     changes = PublishedChanges()
-    changes.known(thermostat, "heat", (("state", "heat"), ("current", 20.5)))
+    changes.known(thermostat, {"state": "heat", "current": 20.5})
     changes.record([(thermostat, "heat", (("state", "heat"), ("current", 20.5)))], 1.0)
     changes.record([(thermostat, "heat", (("state", "heat"), ("current", 20.7)))], 2.0)
     assert changes.match(thermostat, "heat", 2.1) == 2.0
