@@ -140,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
         "taking turns step by step, and report the ratio (fair on a host whose speed drifts)",
     )
     bench.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --max: run the search N times and report the median round, with every "
+        "round's limits (and ratio, with --against); default 1",
+    )
+    bench.add_argument(
         "--replay",
         action="store_true",
         help="replay the scenario's messages (generated as if sent at --rate) into an "
