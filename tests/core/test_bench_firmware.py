@@ -104,7 +104,7 @@ def _step_at(level: float, capacity: float) -> Any:
 
 @pytest.mark.parametrize("capacity", [2500.0, 9000.0, 15000.0, 27000.0, 50000.0, 123456.0])
 def test_the_limit_search_brackets_the_rate_a_hub_keeps_up_with(capacity: float) -> None:
-    from hub.bench import LimitSearch
+    from hub.bench import BISECT_STEPS, LimitSearch
 
     search = LimitSearch()
     tried: list[float] = []
@@ -114,11 +114,13 @@ def test_the_limit_search_brackets_the_rate_a_hub_keeps_up_with(capacity: float)
     assert search.best is not None
     # Never above what the hub keeps up with, and at most the last bracket below it.
     assert search.best.rate <= capacity
-    # Within the last bracket below it: a coarse step (a quarter) halved three times above
-    # 10,000 msgs/s, a coarse step (half) below.
+    # Within the last bracket below it: a coarse step (a quarter) halved BISECT_STEPS times
+    # above 10,000 msgs/s (down to 500 msgs/s, on a grid of 125), a coarse step (half) below.
     assert capacity - search.best.rate <= (
-        capacity / 8 / 1.25 + 125 if capacity > 12000 else capacity / 3
+        max(capacity / 4 / 2**BISECT_STEPS, 500) + 125 if capacity > 12000 else capacity / 3
     )
+    assert search.failed_at is not None
+    assert search.bisected == BISECT_STEPS or search.failed_at - search.best.rate <= 500
     assert len(tried) == len(search.steps)
     assert [row["kept_up"] for row in search.steps] == [r <= capacity for r in tried]
     # A level the hub fell behind at is run once more, straight after; no level a third time.
