@@ -1480,10 +1480,15 @@ def _search_round(
             return searches
 
 
+def _limits(searches: Sequence[LimitSearch]) -> list[float | None]:
+    """Each search's limit, None where it found none."""
+    return [search.best.rate if search.best is not None else None for search in searches]
+
+
 def _round_key(searches: Sequence[LimitSearch]) -> float:
     """What orders rounds: the ratio of the first scenario's limit to the second's, or the
     one scenario's limit (0 when a search found none)."""
-    limits = [search.best.rate if search.best is not None else 0.0 for search in searches]
+    limits = [limit or 0.0 for limit in _limits(searches)]
     if len(limits) == 1:
         return limits[0]
     return limits[0] / limits[1] if limits[1] else 0.0
@@ -1497,7 +1502,7 @@ def _median_round(rounds: Sequence[list[LimitSearch]]) -> list[LimitSearch]:
 
 
 def _round_summary(searches: Sequence[LimitSearch]) -> dict[str, Any]:
-    limits = [search.best.rate if search.best is not None else None for search in searches]
+    limits = _limits(searches)
     summary: dict[str, Any] = {"max_zero_loss_rate": limits[0]}
     if len(limits) > 1:
         summary["against_max_zero_loss_rate"] = limits[1]
